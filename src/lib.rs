@@ -1,0 +1,15 @@
+//! The licensing service's gRPC API (`proto/licensing/v1`) and the error vocabulary both programs
+//! share: one [`ErrorCode`] enum knows its gRPC code and its HTTP status, so the core and the
+//! gateway can never disagree.
+
+pub mod v1 {
+    #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+    tonic::include_proto!("licensing.v1");
+
+    /// Encoded file descriptor set of the API, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("licensing_descriptor");
+}
+
+mod error_code;
+
+pub use error_code::{ERROR_DOMAIN, ErrorCode, RESPONSE_TOKEN_METADATA, RETRY_AFTER_METADATA};
