@@ -1,0 +1,99 @@
+//! The operator's commands. Each prints one line of JSON on success; a failure is one line on
+//! stderr and exit status 1.
+
+use std::{io::Write, process::ExitCode};
+
+use crate::{
+    config::{AppCommand, Cli, Command, DeveloperCommand, TokenCommand},
+    service::{AppCreated, Core, Settings},
+    startup::{Application, CoreConfig, shutdown_signal},
+    storage,
+};
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match execute(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<(), String> {
+    let db_config = cli.db_config();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = CoreConfig {
+                listen: args.listen,
+                db: db_config,
+                settings: args.settings(),
+                shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
+            };
+            let app = Application::build(config).await.map_err(|e| e.to_string())?;
+            app.run_until_stopped(shutdown_signal()).await.map_err(|e| e.to_string())
+        }
+        Command::Migrate => {
+            storage::connect_and_migrate(&db_config).await.map_err(|e| e.to_string())?;
+            print_json(&serde_json::json!({"migrated": true}))
+        }
+        Command::Developer(DeveloperCommand::Add { username, password }) => {
+            let password = match password {
+                Some(p) => p,
+                None => prompt_password()?,
+            };
+            let core = open(&db_config).await?;
+            let dev = core.add_developer(&username, &password).await.map_err(|e| match e {
+                crate::domain::CoreError::UsernameTaken => {
+                    format!("a developer named {username:?} already exists")
+                }
+                other => other.to_string(),
+            })?;
+            print_json(&serde_json::json!({"id": dev.id, "username": dev.username}))
+        }
+        Command::App(AppCommand::Add { developer, name, version }) => {
+            let core = open(&db_config).await?;
+            let app = core.add_app(&developer, &name, version.as_deref()).await.map_err(|e| e.to_string())?;
+            print_json(&AppCreated::from(app))
+        }
+        Command::Token(TokenCommand::Add { developer }) => {
+            let core = open(&db_config).await?;
+            let created = core.add_token(&developer).await.map_err(|e| e.to_string())?;
+            print_json(&created)
+        }
+        Command::Token(TokenCommand::List { developer }) => {
+            let core = open(&db_config).await?;
+            let tokens = core.list_tokens(&developer).await.map_err(|e| e.to_string())?;
+            print_json(&tokens)
+        }
+        Command::Token(TokenCommand::Revoke { developer, id }) => {
+            let core = open(&db_config).await?;
+            core.revoke_token(&developer, id).await.map_err(|e| e.to_string())?;
+            print_json(&serde_json::json!({"id": id, "revoked": true}))
+        }
+    }
+}
+
+async fn open(db_config: &storage::DbConfig) -> Result<Core, String> {
+    let db = storage::connect_and_migrate(db_config).await.map_err(|e| e.to_string())?;
+    let settings = Settings { hash_workers: 1, ..Settings::default() };
+    Core::new(db, settings).map_err(|e| e.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let line = serde_json::to_string(value).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").map_err(|e| e.to_string())
+}
+
+fn prompt_password() -> Result<String, String> {
+    eprint!("Developer password: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err("no password given (use --password, DEVELOPER_PASSWORD or the prompt)".into());
+    }
+    Ok(password)
+}

@@ -1,0 +1,146 @@
+//! Command line and environment: every flag also reads the variable named beside it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    domain::throttle::ThrottleConfig,
+    service::Settings,
+    storage::{DEFAULT_DATABASE_URL, DbConfig},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "core-service", version, about = "The licensing core: every rule, served over gRPC")]
+pub struct Cli {
+    /// Database URL: `sqlite://FILE?mode=rwc` (the default, a file in the working directory) or
+    /// `postgres://USER@HOST/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    pub database_url: String,
+
+    /// Most database connections (PostgreSQL; SQLite always uses one).
+    #[arg(long, env = "CORE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    pub db_max_connections: u32,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (migrations run first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage developers.
+    #[command(subcommand)]
+    Developer(DeveloperCommand),
+    /// Manage apps.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Manage developer API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeveloperCommand {
+    /// Create a developer; prints `{"id": N, "username": U}`.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// The password; else DEVELOPER_PASSWORD; else a prompt.
+        #[arg(long, env = "DEVELOPER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an app owned by a developer; prints its `get_app_data` shape.
+    Add {
+        /// The owning developer's username.
+        #[arg(long)]
+        developer: String,
+        /// The app's name.
+        #[arg(long)]
+        name: String,
+        /// The app's version string.
+        #[arg(long)]
+        version: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a developer; prints it once.
+    Add {
+        #[arg(long)]
+        developer: String,
+    },
+    /// List a developer's tokens (prefixes only).
+    List {
+        #[arg(long)]
+        developer: String,
+    },
+    /// Revoke a token at once.
+    Revoke {
+        #[arg(long)]
+        developer: String,
+        #[arg(long)]
+        id: i64,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "CORE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Failed attempts allowed per username and client address in the throttle window.
+    #[arg(long, env = "CORE_THROTTLE_USERNAME_LIMIT", default_value_t = 10)]
+    pub throttle_username_limit: u32,
+
+    /// Failed attempts allowed per client address in the throttle window.
+    #[arg(long, env = "CORE_THROTTLE_ADDRESS_LIMIT", default_value_t = 100)]
+    pub throttle_address_limit: u32,
+
+    /// Length of the sliding throttle window, in seconds.
+    #[arg(long, env = "CORE_THROTTLE_WINDOW_SECS", default_value_t = 900)]
+    pub throttle_window_secs: u64,
+
+    /// Offline grace of apps created from now on, in seconds.
+    #[arg(long, env = "CORE_DEFAULT_OFFLINE_GRACE_SECS", default_value_t = 86_400)]
+    pub default_offline_grace_secs: u64,
+
+    /// Seconds allowed for in-flight calls to finish at shutdown.
+    #[arg(long, env = "CORE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Largest binary `upload_file` accepts, in bytes.
+    #[arg(long, env = "CORE_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+}
+
+impl ServeArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            default_offline_grace: Duration::from_secs(self.default_offline_grace_secs),
+            max_upload_bytes: self.max_upload_bytes,
+            throttle: ThrottleConfig {
+                per_username: self.throttle_username_limit,
+                per_address: self.throttle_address_limit,
+                window: Duration::from_secs(self.throttle_window_secs),
+                ..ThrottleConfig::default()
+            },
+            ..Settings::default()
+        }
+    }
+}
+
+impl Cli {
+    pub fn db_config(&self) -> DbConfig {
+        DbConfig { max_connections: self.db_max_connections, ..DbConfig::new(self.database_url.clone()) }
+    }
+}

@@ -1,0 +1,209 @@
+use std::sync::Arc;
+
+use licensing::v1::{self as pb, developer_service_server::DeveloperService};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{client_address, convert, to_status};
+use crate::{
+    domain::CoreError,
+    service::{Core, ScopeInput},
+};
+
+pub struct DeveloperApi {
+    core: Arc<Core>,
+}
+
+impl DeveloperApi {
+    pub fn new(core: Arc<Core>) -> Self {
+        DeveloperApi { core }
+    }
+}
+
+fn fail(e: CoreError) -> Status {
+    to_status(&e, None)
+}
+
+/// The `authorization: Bearer ...` token, if the call carries one.
+fn bearer<T>(req: &Request<T>) -> Option<String> {
+    let value = req.metadata().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// Reads who calls for which app from the request's scope and metadata.
+fn scope_of<T>(req: &Request<T>, scope: Option<&pb::AppScope>) -> Result<ScopeInput, Status> {
+    scope_from(req.remote_addr(), bearer(req), scope)
+}
+
+fn scope_from(
+    peer: Option<std::net::SocketAddr>,
+    bearer: Option<String>,
+    scope: Option<&pb::AppScope>,
+) -> Result<ScopeInput, Status> {
+    let address = client_address(peer, scope.and_then(|s| s.origin.as_ref())).map_err(fail)?;
+    Ok(ScopeInput {
+        app_secret: scope.map(|s| s.app_secret.clone()).unwrap_or_default(),
+        developer: scope.and_then(|s| s.developer.as_ref()).map(|d| (d.username.clone(), d.password.clone())),
+        bearer,
+        address,
+    })
+}
+
+#[tonic::async_trait]
+impl DeveloperService for DeveloperApi {
+    async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let app = self.core.get_app(scope).await.map_err(fail)?;
+        Ok(Response::new(convert::app(app)))
+    }
+
+    async fn set_app_online(
+        &self,
+        req: Request<pb::SetAppOnlineRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let app = self.core.set_app_online(scope, req.get_ref().online).await.map_err(fail)?;
+        Ok(Response::new(convert::app(app)))
+    }
+
+    async fn set_app_version(
+        &self,
+        req: Request<pb::SetAppVersionRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let version = req.into_inner().version;
+        let app = self.core.set_app_version(scope, version).await.map_err(fail)?;
+        Ok(Response::new(convert::app(app)))
+    }
+
+    async fn renew_secret(&self, req: Request<pb::RenewSecretRequest>) -> Result<Response<pb::App>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let app = self.core.renew_secret(scope).await.map_err(fail)?;
+        Ok(Response::new(convert::app(app)))
+    }
+
+    async fn list_licences(
+        &self,
+        req: Request<pb::ListLicencesRequest>,
+    ) -> Result<Response<pb::ListLicencesResponse>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let r = req.into_inner();
+        let page = self.core.list_licences(scope, r.page_size, &r.page_token).await.map_err(fail)?;
+        Ok(Response::new(pb::ListLicencesResponse {
+            licences: page.items.into_iter().map(convert::licence).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn create_licences(
+        &self,
+        req: Request<pb::CreateLicencesRequest>,
+    ) -> Result<Response<pb::CreateLicencesResponse>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let r = req.into_inner();
+        let expire = r
+            .expire_time
+            .as_ref()
+            .map(|t| convert::from_timestamp("expire_date", t))
+            .transpose()
+            .map_err(fail)?;
+        let created = self.core.create_licences(scope, r.amount, r.access, expire).await.map_err(fail)?;
+        Ok(Response::new(pb::CreateLicencesResponse {
+            licences: created.into_iter().map(convert::licence).collect(),
+        }))
+    }
+
+    async fn delete_licence(
+        &self,
+        req: Request<pb::DeleteLicenceRequest>,
+    ) -> Result<Response<pb::DeleteLicenceResponse>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        self.core.delete_licence(scope, &req.get_ref().licence_key).await.map_err(fail)?;
+        Ok(Response::new(pb::DeleteLicenceResponse {}))
+    }
+
+    async fn ban_licence(
+        &self,
+        req: Request<pb::BanLicenceRequest>,
+    ) -> Result<Response<pb::Licence>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let lic =
+            self.core.set_licence_banned(scope, &req.get_ref().licence_key, true).await.map_err(fail)?;
+        Ok(Response::new(convert::licence(lic)))
+    }
+
+    async fn unban_licence(
+        &self,
+        req: Request<pb::UnbanLicenceRequest>,
+    ) -> Result<Response<pb::Licence>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let lic =
+            self.core.set_licence_banned(scope, &req.get_ref().licence_key, false).await.map_err(fail)?;
+        Ok(Response::new(convert::licence(lic)))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let r = req.into_inner();
+        let page = self.core.list_users(scope, r.page_size, &r.page_token).await.map_err(fail)?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: page.items.into_iter().map(convert::user).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        self.core.delete_user(scope, req.get_ref().user_id).await.map_err(fail)?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn reset_hwid(&self, req: Request<pb::ResetHwidRequest>) -> Result<Response<pb::User>, Status> {
+        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+        let user = self.core.reset_hwid(scope, req.get_ref().user_id).await.map_err(fail)?;
+        Ok(Response::new(convert::user(user)))
+    }
+
+    async fn upload_file(
+        &self,
+        req: Request<Streaming<pb::UploadFileRequest>>,
+    ) -> Result<Response<pb::FileInfo>, Status> {
+        let bearer = bearer(&req);
+        let remote = req.remote_addr();
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::UploadFileRequest { payload: Some(pb::upload_file_request::Payload::Header(h)) }) => h,
+            _ => return Err(fail(CoreError::MissingField { field: "header" })),
+        };
+        let scope = scope_from(remote, bearer, header.scope.as_ref())?;
+        let mut upload = self.core.begin_upload(scope, &header.filename).await.map_err(fail)?;
+        loop {
+            let next = match stream.message().await {
+                Ok(next) => next,
+                Err(status) => {
+                    upload.abort().await;
+                    return Err(status);
+                }
+            };
+            let result = match next {
+                None => break,
+                Some(pb::UploadFileRequest {
+                    payload: Some(pb::upload_file_request::Payload::Chunk(bytes)),
+                }) => upload.write(&bytes).await,
+                Some(_) => Err(CoreError::invalid("chunk", "only chunks may follow the header")),
+            };
+            if let Err(e) = result {
+                upload.abort().await;
+                return Err(fail(e));
+            }
+        }
+        let info = upload.finish().await.map_err(fail)?;
+        Ok(Response::new(convert::file(info)))
+    }
+}

@@ -1,0 +1,429 @@
+//! End-user calls. Each checks, in order: fields; the per-address throttle; the app secret; the
+//! app online; the per-username throttle; credentials; HWID; licence; then its own conditions.
+//! Once the app is known, every outcome is signed into a response token.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
+use super::{Core, UserView, files::Download};
+use crate::{
+    domain::{
+        AppSecret, CoreError, Email, Hwid, LicenceKey, LicenceStatus, Password, Standing, Username,
+        parse_nonce,
+        throttle::ThrottleKey,
+        token::{self, Claims},
+    },
+    storage::{
+        entities::{app, licence, user},
+        queries::{self, NewUser},
+    },
+};
+
+/// Lifetime of every token but an active user's login or connect lease.
+const SHORT_TOKEN_SECS: i64 = 60;
+
+/// An outcome and, when the app was identified, its signed response token.
+#[derive(Debug)]
+pub struct Reply<T> {
+    pub result: Result<T, CoreError>,
+    pub token: Option<String>,
+}
+
+/// End-user credentials as received.
+#[derive(Clone, Default)]
+pub struct UserAuthInput {
+    pub app_secret: String,
+    pub username: String,
+    pub password: String,
+    pub hwid: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginOutput {
+    pub user: UserView,
+    pub app_version: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedeemOutput {
+    pub status: LicenceStatus,
+    pub expire_time: DateTime<Utc>,
+    pub access: u8,
+}
+
+struct ParsedAuth {
+    secret: AppSecret,
+    username: Username,
+    password: Password,
+    hwid: Option<Hwid>,
+}
+
+impl ParsedAuth {
+    fn parse(input: &UserAuthInput) -> Result<Self, CoreError> {
+        Ok(ParsedAuth {
+            username: Username::parse("username", &input.username)?,
+            password: Password::parse("password", &input.password)?,
+            hwid: Hwid::parse_optional(&input.hwid)?,
+            secret: AppSecret::parse(&input.app_secret)?,
+        })
+    }
+}
+
+/// What a response token will say, gathered as the call learns it.
+struct TokenScope {
+    act: &'static str,
+    nonce: String,
+    app: Option<(Vec<u8>, i64)>,
+    sub: Option<String>,
+    hwid: Option<String>,
+    standing: Option<Standing>,
+    pings: Option<i64>,
+    sha256: Option<String>,
+    lease: bool,
+}
+
+impl TokenScope {
+    fn new(act: &'static str) -> Self {
+        TokenScope {
+            act,
+            nonce: String::new(),
+            app: None,
+            sub: None,
+            hwid: None,
+            standing: None,
+            pings: None,
+            sha256: None,
+            lease: false,
+        }
+    }
+
+    fn reply<T>(self, result: Result<T, CoreError>) -> Reply<T> {
+        let token = self.sign(&result);
+        Reply { result, token }
+    }
+
+    fn sign<T>(&self, result: &Result<T, CoreError>) -> Option<String> {
+        let (key, grace_secs) = self.app.as_ref()?;
+        let now = Utc::now().timestamp();
+        let active = self.standing.filter(|s| s.status == LicenceStatus::Active);
+        let mut exp = now + SHORT_TOKEN_SECS;
+        if result.is_ok()
+            && self.lease
+            && let Some(lexp) = active.and_then(|s| s.latest_expiry)
+        {
+            exp = lexp.timestamp().min(now.saturating_add(*grace_secs));
+        }
+        let claims = Claims {
+            act: self.act,
+            st: match result {
+                Ok(_) => "success".to_owned(),
+                Err(e) => e.code().as_str().to_owned(),
+            },
+            nonce: self.nonce.clone(),
+            iat: now,
+            exp,
+            sub: self.sub.clone(),
+            hwid: self.hwid.clone(),
+            lic: self.standing.map(|s| s.status.as_str()),
+            lvl: active.and_then(|s| s.level),
+            lexp: active.and_then(|s| s.latest_expiry).map(|t| t.timestamp()),
+            pings: self.pings,
+            sha256: self.sha256.clone(),
+        };
+        match token::sign(key, &claims) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign a response token");
+                None
+            }
+        }
+    }
+}
+
+/// A user who passed credentials and HWID, with their standing.
+struct Authenticated {
+    app: app::Model,
+    user: user::Model,
+    standing: Standing,
+}
+
+impl Core {
+    pub async fn register(
+        &self,
+        input: UserAuthInput,
+        email: String,
+        licence: String,
+        address: String,
+        nonce: String,
+    ) -> Reply<UserView> {
+        let mut scope = TokenScope::new("register");
+        let result = self.register_inner(&mut scope, input, email, licence, address, nonce).await;
+        scope.reply(result)
+    }
+
+    async fn register_inner(
+        &self,
+        scope: &mut TokenScope,
+        input: UserAuthInput,
+        email: String,
+        licence: String,
+        address: String,
+        nonce: String,
+    ) -> Result<UserView, CoreError> {
+        let username = Username::parse("username", &input.username)?;
+        let email = Email::parse(&email)?;
+        let password = Password::parse("password", &input.password)?;
+        let hwid = Hwid::parse_optional(&input.hwid)?;
+        let licence = LicenceKey::parse_optional("licence", &licence)?;
+        let secret = AppSecret::parse(&input.app_secret)?;
+        scope.nonce = parse_nonce(&nonce)?;
+
+        self.throttle.check(&ThrottleKey::Address(address.clone()))?;
+        let app = self.identify_app(scope, &secret, &address).await?;
+        if !app.online {
+            return Err(CoreError::AppOffline);
+        }
+        self.throttle.check(&user_key(&app, &username, &address))?;
+        // Cheap check first, so a taken name costs no Argon2 work; the unique index decides races.
+        if queries::user_exists(&self.db, app.id, username.as_str()).await? {
+            return Err(CoreError::UsernameTaken);
+        }
+        let password_hash = self.hasher.hash(&password).await?;
+
+        let txn = self.db.begin().await?;
+        let outcome = async {
+            let user = queries::insert_user(
+                &txn,
+                NewUser {
+                    app_id: app.id,
+                    username: username.as_str().to_owned(),
+                    email: email.into_inner(),
+                    password_hash,
+                    hwid: hwid.map(|h| h.as_str().to_owned()),
+                },
+            )
+            .await
+            .map_err(|e| e.or_duplicate(CoreError::UsernameTaken))?;
+            if let Some(key) = &licence {
+                redeem_in(&txn, app.id, user.id, key, Utc::now()).await?;
+            }
+            let standing = standing_of(&txn, user.id).await?;
+            Ok::<_, CoreError>((user, standing))
+        }
+        .await;
+        let (user, standing) = match outcome {
+            Ok(done) => {
+                txn.commit().await?;
+                done
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                return Err(e);
+            }
+        };
+        // The user exists only now that the transaction committed.
+        let user = queries::find_user(&self.db, app.id, &user.username).await?.unwrap_or(user);
+        scope.sub = Some(user.username.clone());
+        scope.hwid = user.hwid.clone();
+        scope.standing = Some(standing);
+        Ok(UserView::new(user, standing))
+    }
+
+    pub async fn login(&self, input: UserAuthInput, address: String, nonce: String) -> Reply<LoginOutput> {
+        let mut scope = TokenScope::new("login");
+        scope.lease = true;
+        let result = async {
+            let auth = ParsedAuth::parse(&input)?;
+            scope.nonce = parse_nonce(&nonce)?;
+            let done = self.authenticate(&mut scope, &auth, &address).await?;
+            Ok(LoginOutput {
+                app_version: done.app.version.clone(),
+                user: UserView::new(done.user, done.standing),
+            })
+        }
+        .await;
+        scope.reply(result)
+    }
+
+    /// The heartbeat (`connect`): counts one ping.
+    pub async fn heartbeat(
+        &self,
+        input: UserAuthInput,
+        address: String,
+        nonce: String,
+    ) -> Reply<(i64, LicenceStatus)> {
+        let mut scope = TokenScope::new("connect");
+        scope.lease = true;
+        let result = async {
+            let auth = ParsedAuth::parse(&input)?;
+            scope.nonce = parse_nonce(&nonce)?;
+            let done = self.authenticate(&mut scope, &auth, &address).await?;
+            if done.standing.status == LicenceStatus::Banned {
+                return Err(CoreError::LicenceBanned);
+            }
+            let pings = queries::count_ping(&self.db, done.user.id, Utc::now()).await?;
+            scope.pings = Some(pings);
+            Ok((pings, done.standing.status))
+        }
+        .await;
+        scope.reply(result)
+    }
+
+    pub async fn redeem(
+        &self,
+        input: UserAuthInput,
+        licence: String,
+        address: String,
+        nonce: String,
+    ) -> Reply<RedeemOutput> {
+        let mut scope = TokenScope::new("redeem");
+        let result = async {
+            let auth = ParsedAuth::parse(&input)?;
+            let key = LicenceKey::parse("licence", &licence)?;
+            scope.nonce = parse_nonce(&nonce)?;
+            let done = self.authenticate(&mut scope, &auth, &address).await?;
+            let txn = self.db.begin().await?;
+            let redeemed = match redeem_in(&txn, done.app.id, done.user.id, &key, Utc::now()).await {
+                Ok(l) => {
+                    txn.commit().await?;
+                    l
+                }
+                Err(e) => {
+                    txn.rollback().await?;
+                    return Err(e);
+                }
+            };
+            let standing = standing_of(&self.db, done.user.id).await?;
+            scope.standing = Some(standing);
+            Ok(RedeemOutput {
+                status: standing.status,
+                expire_time: redeemed.expire_time,
+                access: u8::try_from(redeemed.access).unwrap_or(0),
+            })
+        }
+        .await;
+        scope.reply(result)
+    }
+
+    /// Opens the app's binary for a user with an active licence.
+    pub async fn download(&self, input: UserAuthInput, address: String, nonce: String) -> Reply<Download> {
+        let mut scope = TokenScope::new("download");
+        let result = async {
+            let auth = ParsedAuth::parse(&input)?;
+            scope.nonce = parse_nonce(&nonce)?;
+            let done = self.authenticate(&mut scope, &auth, &address).await?;
+            match done.standing.status {
+                LicenceStatus::Banned => return Err(CoreError::LicenceBanned),
+                LicenceStatus::Active => {}
+                LicenceStatus::None | LicenceStatus::Expired => return Err(CoreError::NoActiveLicence),
+            }
+            let file = queries::current_file(&self.db, done.app.id).await?.ok_or(CoreError::NoFile)?;
+            scope.sha256 = Some(file.sha256.clone());
+            Ok(Download::new(self.db.clone(), &file))
+        }
+        .await;
+        scope.reply(result)
+    }
+
+    /// Finds the app by secret, counting a miss against the address.
+    async fn identify_app(
+        &self,
+        scope: &mut TokenScope,
+        secret: &AppSecret,
+        address: &str,
+    ) -> Result<app::Model, CoreError> {
+        let app = queries::find_app_by_secret(&self.db, secret.expose())
+            .await?
+            // The index found it; compare again in constant time in case a backend collation
+            // matched loosely.
+            .filter(|a| {
+                crate::domain::secrets::constant_time_eq(a.secret.as_bytes(), secret.expose().as_bytes())
+            });
+        match app {
+            Some(app) => {
+                scope.app = Some((app.private_key.clone(), app.offline_grace_secs));
+                Ok(app)
+            }
+            None => {
+                self.throttle.record_failure(&[ThrottleKey::Address(address.to_owned())]);
+                Err(CoreError::InvalidAppSecret)
+            }
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        scope: &mut TokenScope,
+        auth: &ParsedAuth,
+        address: &str,
+    ) -> Result<Authenticated, CoreError> {
+        let address_key = ThrottleKey::Address(address.to_owned());
+        self.throttle.check(&address_key)?;
+        let app = self.identify_app(scope, &auth.secret, address).await?;
+        if !app.online {
+            return Err(CoreError::AppOffline);
+        }
+        let user_key = user_key(&app, &auth.username, address);
+        self.throttle.check(&user_key)?;
+
+        let found = queries::find_user(&self.db, app.id, auth.username.as_str()).await?;
+        let verified =
+            self.hasher.verify(&auth.password, found.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let Some(mut user) = found.filter(|_| verified) else {
+            self.throttle.record_failure(&[user_key, address_key]);
+            return Err(CoreError::InvalidCredentials);
+        };
+        scope.sub = Some(user.username.clone());
+
+        // The first HWID presented with a correct password binds, whatever later checks say.
+        if user.hwid.is_none()
+            && let Some(hwid) = &auth.hwid
+        {
+            user.hwid = queries::bind_hwid(&self.db, user.id, hwid.as_str()).await?;
+        }
+        scope.hwid = user.hwid.clone();
+        let standing = standing_of(&self.db, user.id).await?;
+        scope.standing = Some(standing);
+        if let Some(bound) = &user.hwid
+            && auth.hwid.as_ref().map(Hwid::as_str) != Some(bound.as_str())
+        {
+            self.throttle.record_failure(&[user_key, address_key]);
+            return Err(CoreError::HwidMismatch);
+        }
+        Ok(Authenticated { app, user, standing })
+    }
+}
+
+fn user_key(app: &app::Model, username: &Username, address: &str) -> ThrottleKey {
+    ThrottleKey::User { app_id: app.id, username: username.as_str().to_owned(), address: address.to_owned() }
+}
+
+async fn standing_of(c: &impl ConnectionTrait, user_id: i64) -> Result<Standing, CoreError> {
+    let held = queries::held_licences(c, &[user_id]).await?;
+    Ok(Standing::derive(held.get(&user_id).map(Vec::as_slice).unwrap_or(&[]), Utc::now()))
+}
+
+/// Redeems `key` for the user inside the caller's transaction. First match wins: unknown,
+/// already redeemed, banned, expired.
+async fn redeem_in(
+    c: &impl ConnectionTrait,
+    app_id: i64,
+    user_id: i64,
+    key: &LicenceKey,
+    now: DateTime<Utc>,
+) -> Result<licence::Model, CoreError> {
+    let lic = queries::find_licence(c, app_id, key.as_str()).await?.ok_or(CoreError::InvalidLicence)?;
+    if lic.redeemed {
+        return Err(CoreError::LicenceUsed);
+    }
+    if lic.banned {
+        return Err(CoreError::LicenceBanned);
+    }
+    if lic.expire_time <= now {
+        return Err(CoreError::LicenceExpired);
+    }
+    if !queries::claim_licence(c, lic.id, user_id, now).await? {
+        return Err(CoreError::LicenceUsed);
+    }
+    Ok(lic)
+}

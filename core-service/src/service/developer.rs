@@ -1,0 +1,332 @@
+//! Developer calls. Each checks, in order: fields; the per-address throttle; the per-username
+//! throttle; the developer's credentials (or API token); the app secret; ownership. They work
+//! while the app is offline.
+
+use chrono::{DateTime, Utc};
+use sea_orm::TransactionTrait;
+
+use super::{AppView, Core, LicenceView, UserView};
+use crate::{
+    domain::{
+        AppSecret, CoreError, LicenceKey, Password, Standing, Username, parse_version,
+        secrets::{self, constant_time_eq},
+        throttle::ThrottleKey,
+    },
+    storage::{
+        entities::app,
+        queries::{self, NewLicence},
+    },
+};
+
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+const MAX_LICENCES_PER_CALL: u32 = 500;
+
+/// Who calls, for which app, as received.
+#[derive(Clone, Default)]
+pub struct ScopeInput {
+    pub app_secret: String,
+    /// Developer username and password; `None` when a bearer token is sent instead.
+    pub developer: Option<(String, String)>,
+    /// The `authorization: Bearer` token, if any.
+    pub bearer: Option<String>,
+    pub address: String,
+}
+
+enum Credentials {
+    Password(Username, Password),
+    Token(String),
+}
+
+struct ParsedScope {
+    secret: AppSecret,
+    credentials: Credentials,
+    address: String,
+}
+
+impl ParsedScope {
+    fn parse(input: ScopeInput) -> Result<Self, CoreError> {
+        let credentials = match (input.bearer, input.developer) {
+            (Some(token), _) if !token.is_empty() => Credentials::Token(token),
+            (_, Some((user, pass))) => Credentials::Password(
+                Username::parse("developer_username", &user)?,
+                Password::parse("developer_password", &pass)?,
+            ),
+            _ => return Err(CoreError::MissingField { field: "developer_username" }),
+        };
+        Ok(ParsedScope { secret: AppSecret::parse(&input.app_secret)?, credentials, address: input.address })
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct ListPage<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+fn page_params(page_size: u32, page_token: &str) -> Result<(u64, i64), CoreError> {
+    let size = match page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n > MAX_PAGE_SIZE => {
+            return Err(CoreError::invalid("page_size", "page_size must be at most 1000"));
+        }
+        n => n,
+    };
+    let after =
+        if page_token.is_empty() {
+            0
+        } else {
+            page_token.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                CoreError::invalid("page_token", "page_token is not one this service issued")
+            })?
+        };
+    Ok((u64::from(size), after))
+}
+
+fn next_token(len: usize, size: u64, last_id: Option<i64>) -> String {
+    match last_id {
+        Some(id) if len as u64 == size => id.to_string(),
+        _ => String::new(),
+    }
+}
+
+impl Core {
+    /// Authenticates the developer and resolves the app they own.
+    async fn authorize(&self, scope: ParsedScope) -> Result<app::Model, CoreError> {
+        let address_key = ThrottleKey::Address(scope.address.clone());
+        self.throttle.check(&address_key)?;
+        let developer_id = match &scope.credentials {
+            Credentials::Token(token) => {
+                let hash = secrets::sha256(token.as_bytes());
+                match queries::find_live_token(&self.db, &hash).await? {
+                    Some(t) => t.developer_id,
+                    None => {
+                        self.throttle.record_failure(&[address_key]);
+                        return Err(CoreError::InvalidDeveloper);
+                    }
+                }
+            }
+            Credentials::Password(username, password) => {
+                let dev_key = ThrottleKey::Developer {
+                    username: username.as_str().to_owned(),
+                    address: scope.address.clone(),
+                };
+                self.throttle.check(&dev_key)?;
+                let found = queries::find_developer(&self.db, username.as_str()).await?;
+                let verified =
+                    self.hasher.verify(password, found.as_ref().map(|d| d.password_hash.as_str())).await?;
+                match found.filter(|_| verified) {
+                    Some(d) => d.id,
+                    None => {
+                        self.throttle.record_failure(&[dev_key, address_key]);
+                        return Err(CoreError::InvalidDeveloper);
+                    }
+                }
+            }
+        };
+        let app = queries::find_app_by_secret(&self.db, scope.secret.expose())
+            .await?
+            .filter(|a| constant_time_eq(a.secret.as_bytes(), scope.secret.expose().as_bytes()));
+        let Some(app) = app else {
+            self.throttle.record_failure(&[address_key]);
+            return Err(CoreError::InvalidAppSecret);
+        };
+        if app.developer_id != developer_id {
+            return Err(CoreError::Forbidden);
+        }
+        Ok(app)
+    }
+
+    pub async fn get_app(&self, scope: ScopeInput) -> Result<AppView, CoreError> {
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        Ok(app.into())
+    }
+
+    pub async fn set_app_online(&self, scope: ScopeInput, online: bool) -> Result<AppView, CoreError> {
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let app = queries::update_app(&self.db, app.id, |m| m.online = sea_orm::Set(online)).await?;
+        Ok(app.into())
+    }
+
+    pub async fn set_app_version(&self, scope: ScopeInput, version: String) -> Result<AppView, CoreError> {
+        let version = parse_version(&version)?;
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let app = queries::update_app(&self.db, app.id, |m| m.version = sea_orm::Set(Some(version))).await?;
+        Ok(app.into())
+    }
+
+    pub async fn renew_secret(&self, scope: ScopeInput) -> Result<AppView, CoreError> {
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let secret = secrets::new_app_secret()?;
+        let app = queries::update_app(&self.db, app.id, |m| m.secret = sea_orm::Set(secret)).await?;
+        tracing::info!(app_id = app.id, "app secret renewed");
+        Ok(app.into())
+    }
+
+    pub async fn list_licences(
+        &self,
+        scope: ScopeInput,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<ListPage<LicenceView>, CoreError> {
+        let (size, after) = page_params(page_size, page_token)?;
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let rows = queries::licences_page(&self.db, app.id, after, size).await?;
+        let holders: Vec<i64> = rows.iter().filter_map(|l| l.user_id).collect();
+        let names = queries::usernames(&self.db, &holders).await?;
+        let next_page_token = next_token(rows.len(), size, rows.last().map(|l| l.id));
+        let items = rows
+            .into_iter()
+            .map(|l| {
+                let used_by = l.user_id.and_then(|id| names.get(&id).cloned());
+                LicenceView::new(l, used_by)
+            })
+            .collect();
+        Ok(ListPage { items, next_page_token })
+    }
+
+    pub async fn create_licences(
+        &self,
+        scope: ScopeInput,
+        amount: u32,
+        access: u32,
+        expire_time: Option<DateTime<Utc>>,
+    ) -> Result<Vec<LicenceView>, CoreError> {
+        if !(1..=MAX_LICENCES_PER_CALL).contains(&amount) {
+            return Err(CoreError::invalid("amount", "amount must be 1 to 500"));
+        }
+        let access = i16::try_from(access)
+            .ok()
+            .filter(|a| (0..=9).contains(a))
+            .ok_or_else(|| CoreError::invalid("access", "access must be 0 to 9"))?;
+        let expire_time = expire_time.ok_or(CoreError::MissingField { field: "expire_date" })?;
+        if expire_time <= Utc::now() {
+            return Err(CoreError::invalid("expire_date", "expire_date must be in the future"));
+        }
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let new = (0..amount)
+            .map(|_| Ok(NewLicence { app_id: app.id, key: secrets::new_licence_key()?, access, expire_time }))
+            .collect::<Result<Vec<_>, CoreError>>()?;
+        // One statement in one transaction: all keys or none.
+        let txn = self.db.begin().await?;
+        let rows = match queries::insert_licences(&txn, new).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                txn.rollback().await?;
+                // 125 random bits each: a collision means the random source is broken.
+                return Err(e.or_duplicate(CoreError::internal("licence key collision")));
+            }
+        };
+        txn.commit().await?;
+        tracing::info!(app_id = app.id, amount, "licences created");
+        Ok(rows.into_iter().map(|l| LicenceView::new(l, None)).collect())
+    }
+
+    pub async fn delete_licence(&self, scope: ScopeInput, key: &str) -> Result<(), CoreError> {
+        let key = LicenceKey::parse("licence_key", key)?;
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        if !queries::delete_licence(&self.db, app.id, key.as_str()).await? {
+            return Err(CoreError::NotFound("no licence with that key in this app"));
+        }
+        Ok(())
+    }
+
+    pub async fn set_licence_banned(
+        &self,
+        scope: ScopeInput,
+        key: &str,
+        banned: bool,
+    ) -> Result<LicenceView, CoreError> {
+        let key = LicenceKey::parse("licence_key", key)?;
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let lic = queries::set_licence_banned(&self.db, app.id, key.as_str(), banned)
+            .await?
+            .ok_or(CoreError::NotFound("no licence with that key in this app"))?;
+        let used_by = match lic.user_id {
+            Some(id) => queries::usernames(&self.db, &[id]).await?.remove(&id),
+            None => None,
+        };
+        Ok(LicenceView::new(lic, used_by))
+    }
+
+    pub async fn list_users(
+        &self,
+        scope: ScopeInput,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<ListPage<UserView>, CoreError> {
+        let (size, after) = page_params(page_size, page_token)?;
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let rows = queries::users_page(&self.db, app.id, after, size).await?;
+        let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
+        let held = queries::held_licences(&self.db, &ids).await?;
+        let now = Utc::now();
+        let next_page_token = next_token(rows.len(), size, rows.last().map(|u| u.id));
+        let items = rows
+            .into_iter()
+            .map(|u| {
+                let standing = Standing::derive(held.get(&u.id).map(Vec::as_slice).unwrap_or(&[]), now);
+                UserView::new(u, standing)
+            })
+            .collect();
+        Ok(ListPage { items, next_page_token })
+    }
+
+    pub async fn delete_user(&self, scope: ScopeInput, user_id: i64) -> Result<(), CoreError> {
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        let txn = self.db.begin().await?;
+        let deleted = queries::delete_user(&txn, app.id, user_id).await;
+        match deleted {
+            Ok(true) => txn.commit().await?,
+            Ok(false) => {
+                txn.rollback().await?;
+                return Err(CoreError::NotFound("no user with that id in this app"));
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn reset_hwid(&self, scope: ScopeInput, user_id: i64) -> Result<UserView, CoreError> {
+        let app = self.authorize(ParsedScope::parse(scope)?).await?;
+        if !queries::reset_hwid(&self.db, app.id, user_id).await? {
+            return Err(CoreError::NotFound("no user with that id in this app"));
+        }
+        let user = queries::find_user_by_id(&self.db, app.id, user_id)
+            .await?
+            .ok_or(CoreError::NotFound("no user with that id in this app"))?;
+        let held = queries::held_licences(&self.db, &[user.id]).await?;
+        let standing = Standing::derive(held.get(&user.id).map(Vec::as_slice).unwrap_or(&[]), Utc::now());
+        Ok(UserView::new(user, standing))
+    }
+
+    /// Authorises an upload and returns the app it goes to.
+    pub(super) async fn authorize_upload(&self, scope: ScopeInput) -> Result<app::Model, CoreError> {
+        self.authorize(ParsedScope::parse(scope)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_params_default_bound_and_parse() {
+        assert_eq!(page_params(0, "").ok(), Some((100, 0)));
+        assert_eq!(page_params(1000, "42").ok(), Some((1000, 42)));
+        assert!(page_params(1001, "").is_err());
+        assert!(page_params(10, "x").is_err());
+        assert!(page_params(10, "-5").is_err());
+    }
+
+    #[test]
+    fn a_short_page_is_the_last() {
+        assert_eq!(next_token(3, 3, Some(9)), "9");
+        assert_eq!(next_token(2, 3, Some(9)), "");
+        assert_eq!(next_token(0, 3, None), "");
+    }
+}

@@ -1,0 +1,80 @@
+//! The use cases: each public method is one call of the API, applying the rules of `domain` over
+//! the queries of `storage`, in the contract's order of checks.
+
+mod admin;
+mod client;
+mod developer;
+mod files;
+mod views;
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+
+pub use admin::{AppCreated, TokenCreated, TokenInfo};
+pub use client::{LoginOutput, RedeemOutput, Reply, UserAuthInput};
+pub use developer::{ListPage, ScopeInput};
+pub use files::{Download, Upload};
+pub use views::{AppView, FileView, LicenceView, UserView};
+
+use crate::domain::{
+    CoreError,
+    password::PasswordHasher,
+    throttle::{Throttle, ThrottleConfig},
+};
+
+/// Bytes of one stored chunk of an uploaded binary (and of one download message).
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Offline grace given to apps created from now on.
+    pub default_offline_grace: Duration,
+    /// Largest binary `UploadFile` accepts.
+    pub max_upload_bytes: u64,
+    pub throttle: ThrottleConfig,
+    /// Argon2 computations run at once.
+    pub hash_workers: usize,
+    /// Argon2 computations allowed to wait for a worker before calls are refused.
+    pub hash_queue: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_offline_grace: Duration::from_secs(24 * 3600),
+            max_upload_bytes: 512 * 1024 * 1024,
+            throttle: ThrottleConfig::default(),
+            hash_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            hash_queue: 256,
+        }
+    }
+}
+
+/// The licensing core. Cheap to share behind an `Arc`; holds no rule-relevant state but the
+/// throttle counters (which the contract allows per process).
+pub struct Core {
+    db: DatabaseConnection,
+    hasher: PasswordHasher,
+    throttle: Throttle,
+    settings: Settings,
+}
+
+impl Core {
+    pub fn new(db: DatabaseConnection, settings: Settings) -> Result<Self, CoreError> {
+        Ok(Core {
+            hasher: PasswordHasher::new(settings.hash_workers, settings.hash_queue)?,
+            throttle: Throttle::new(settings.throttle.clone()),
+            db,
+            settings,
+        })
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}

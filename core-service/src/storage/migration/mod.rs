@@ -1,0 +1,15 @@
+//! Schema migrations. They name their own identifiers instead of importing the entities, so a
+//! later change to an entity can never rewrite history.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261201_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261201_000001_initial::Migration)]
+    }
+}
