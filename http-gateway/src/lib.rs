@@ -1,1 +1,16 @@
+//! The legacy form-POST HTTP API of the licensing service, translated call by call onto the
+//! core's gRPC API. The gateway keeps no state and applies no business rule: it parses forms,
+//! calls the core, and shapes the answer the way deployed clients expect.
 
+mod client_addr;
+pub mod config;
+pub mod error;
+pub mod forms;
+mod replies;
+mod routes;
+pub mod startup;
+mod transfer;
+
+pub use config::{Cli, GatewayConfig};
+pub use ipnet::IpNet;
+pub use startup::{Gateway, StartupError};

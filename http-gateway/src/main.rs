@@ -1,1 +1,43 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, error::ErrorKind};
+use http_gateway::{Cli, Gateway, GatewayConfig, startup};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            // Operators want one line, not clap's usage block.
+            let text = error.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("http-gateway: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    startup::init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("http-gateway: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let gateway = Gateway::build(GatewayConfig::from(cli)).await?;
+        tracing::info!(address = %gateway.local_addr(), "serving the legacy HTTP API");
+        gateway.run_until_stopped(startup::shutdown_signal()).await
+    });
+    // Connections still open after the grace time must not hold the process up.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("http-gateway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
