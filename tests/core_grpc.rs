@@ -1,0 +1,925 @@
+//! The core over real gRPC: every call's success shape and every error code the core produces,
+//! on SQLite and on PostgreSQL.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{Duration, Utc};
+use common::{Backend, Fixture, TestCore, expect_code, reason};
+use futures_util::StreamExt;
+use licensing::v1::{self as pb, LicenceStatus};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use tonic::Request;
+
+fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
+}
+
+/// Decodes a response token after checking its signature with the app's public key.
+fn verified_claims(token: &str, public_key_b64: &str) -> serde_json::Value {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "compact JWS");
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+    assert_eq!(header["alg"], "EdDSA");
+    let public = base64::engine::general_purpose::STANDARD.decode(public_key_b64).expect("b64 public key");
+    let key = VerifyingKey::from_bytes(&public.try_into().expect("32 bytes")).expect("key");
+    let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).expect("b64")).expect("sig");
+    key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig).expect("token signature verifies");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json")
+}
+
+async fn register(
+    core: &TestCore,
+    fx: &Fixture,
+    username: &str,
+    hwid: &str,
+    licence: &str,
+) -> Result<pb::RegisterResponse, tonic::Status> {
+    let mut client = core.client().await;
+    client
+        .register(pb::RegisterRequest {
+            app_secret: fx.secret.clone(),
+            username: username.into(),
+            password: format!("{username}-pw"),
+            email: format!("{username}@example.com"),
+            hwid: hwid.into(),
+            licence_key: licence.into(),
+            origin: None,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn login(
+    core: &TestCore,
+    fx: &Fixture,
+    username: &str,
+    hwid: &str,
+) -> Result<pb::LoginResponse, tonic::Status> {
+    let mut client = core.client().await;
+    client
+        .login(pb::LoginRequest { auth: fx.user(username, &format!("{username}-pw"), hwid), origin: None })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn create_keys(core: &TestCore, fx: &Fixture, amount: u32, access: u32, days: i64) -> Vec<pb::Licence> {
+    let mut dev = core.developer().await;
+    dev.create_licences(pb::CreateLicencesRequest {
+        scope: fx.scope(),
+        amount,
+        access,
+        expire_time: ts(Utc::now() + Duration::days(days)),
+    })
+    .await
+    .expect("create licences")
+    .into_inner()
+    .licences
+}
+
+async fn all_users(core: &TestCore, fx: &Fixture) -> Vec<pb::User> {
+    let mut dev = core.developer().await;
+    dev.list_users(pb::ListUsersRequest { scope: fx.scope(), page_size: 0, page_token: String::new() })
+        .await
+        .expect("list users")
+        .into_inner()
+        .users
+}
+
+async fn all_licences(core: &TestCore, fx: &Fixture) -> Vec<pb::Licence> {
+    let mut dev = core.developer().await;
+    dev.list_licences(pb::ListLicencesRequest { scope: fx.scope(), page_size: 0, page_token: String::new() })
+        .await
+        .expect("list licences")
+        .into_inner()
+        .licences
+}
+
+on_both_backends! {
+    end_user_flow => end_user_flow;
+    licence_lifecycle => licence_lifecycle;
+    failed_registration_leaves_nothing => failed_registration_leaves_nothing;
+    concurrent_heartbeats => concurrent_heartbeats;
+    developer_isolation => developer_isolation;
+    developer_errors => developer_errors;
+    app_settings => app_settings;
+    api_tokens => api_tokens;
+    binaries => binaries;
+    users_admin => users_admin;
+    throttling => throttling;
+    client_field_errors => client_field_errors;
+    health_and_reflection => health_and_reflection;
+}
+
+async fn end_user_flow(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-one").await;
+
+    let reg = register(&core, &fx, "bob", "", "").await.expect("register");
+    let user = reg.user.expect("user");
+    assert_eq!(user.username, "bob");
+    assert_eq!(user.licence_status(), LicenceStatus::None);
+    let claims = verified_claims(&reg.response_token, &fx.public_key);
+    assert_eq!(claims["act"], "register");
+    assert_eq!(claims["st"], "success");
+
+    expect_code(register(&core, &fx, "bob", "", "").await, "username_taken");
+
+    // No HWID yet: login succeeds and leaves it unbound.
+    let out = login(&core, &fx, "bob", "").await.expect("login");
+    let u = out.user.expect("user");
+    assert_eq!(u.hwid, None);
+    assert!(!u.has_licence);
+    assert_eq!(u.total_pings, 0);
+    assert_eq!(out.app_version, None);
+
+    // The first HWID binds; afterwards a different or missing one is refused.
+    let mut client = core.client().await;
+    let bound = login(&core, &fx, "bob", "HW-1").await.expect("login binds");
+    assert_eq!(bound.user.expect("user").hwid.as_deref(), Some("HW-1"));
+    let mismatch = expect_code(login(&core, &fx, "bob", "HW-2").await, "hwid_mismatch");
+    assert_eq!(mismatch.code(), tonic::Code::PermissionDenied);
+    // Failures after the app is known carry a token too.
+    let token =
+        mismatch.metadata().get("x-response-token").expect("token on failure").to_str().expect("ascii");
+    let claims = verified_claims(token, &fx.public_key);
+    assert_eq!(claims["st"], "hwid_mismatch");
+    assert_eq!(claims["hwid"], "HW-1");
+    expect_code(login(&core, &fx, "bob", "").await, "hwid_mismatch");
+
+    let wrong = client.login(pb::LoginRequest { auth: fx.user("bob", "nope", "HW-1"), origin: None }).await;
+    let status = expect_code(wrong, "invalid_credentials");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    expect_code(login(&core, &fx, "nobody", "HW-1").await, "invalid_credentials");
+
+    // Heartbeats count, and the token carries the count and the nonce.
+    for expected in 1..=3 {
+        let hb = client
+            .heartbeat(pb::HeartbeatRequest {
+                auth: fx.user("bob", "bob-pw", "HW-1"),
+                origin: Some(pb::Origin { client_address: String::new(), nonce: format!("n{expected}") }),
+            })
+            .await
+            .expect("heartbeat")
+            .into_inner();
+        assert_eq!(hb.total_pings, expected);
+        let claims = verified_claims(&hb.response_token, &fx.public_key);
+        assert_eq!(claims["act"], "connect");
+        assert_eq!(claims["pings"], expected);
+        assert_eq!(claims["nonce"], format!("n{expected}"));
+        assert_eq!(claims["lic"], "none");
+        assert_eq!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"), 60);
+    }
+    let users = all_users(&core, &fx).await;
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].total_pings, 3);
+    assert!(users[0].last_seen.is_some());
+
+    // Register with a HWID binds it at once.
+    register(&core, &fx, "carol", "HW-C", "").await.expect("register");
+    expect_code(login(&core, &fx, "carol", "HW-X").await, "hwid_mismatch");
+    login(&core, &fx, "carol", "HW-C").await.expect("login");
+    core.stop().await;
+}
+
+async fn licence_lifecycle(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-lic").await;
+    let keys = create_keys(&core, &fx, 3, 5, 30).await;
+    assert_eq!(keys.len(), 3);
+    for k in &keys {
+        assert_eq!(k.key.len(), 29);
+        assert_eq!(k.key.split('-').count(), 5);
+        assert_eq!(k.key, k.key.to_uppercase());
+        assert_eq!(k.access, 5);
+        assert!(!k.redeemed && !k.in_use && !k.banned && k.used_by.is_none());
+    }
+    let ids: Vec<i64> = all_licences(&core, &fx).await.iter().map(|l| l.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "licences are listed by id");
+
+    // Register redeeming a key typed in lower case with whitespace around it.
+    let typed = format!("  {}\n", keys[0].key.to_lowercase());
+    register(&core, &fx, "dave", "", &typed).await.expect("register with licence");
+    let out = login(&core, &fx, "dave", "").await.expect("login");
+    let u = out.user.expect("user");
+    assert_eq!(u.licence_status(), LicenceStatus::Active);
+    assert!(u.has_licence);
+    let claims = verified_claims(&out.response_token, &fx.public_key);
+    assert_eq!(claims["lic"], "active");
+    assert_eq!(claims["lvl"], 5);
+    // The lease is the earlier of the key's expiry and the 24 h offline grace.
+    let lease = claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat");
+    assert!((86_390..=86_400).contains(&lease), "lease {lease}");
+
+    let listed = all_licences(&core, &fx).await;
+    let l0 = listed.iter().find(|l| l.id == keys[0].id).expect("listed");
+    assert_eq!(l0.used_by.as_deref(), Some("dave"));
+    assert!(l0.in_use && l0.redeemed && l0.redeemed_at.is_some());
+
+    // Redeem a second key through Redeem.
+    let mut client = core.client().await;
+    let r = client
+        .redeem(pb::RedeemRequest {
+            auth: fx.user("dave", "dave-pw", ""),
+            licence_key: keys[1].key.clone(),
+            origin: None,
+        })
+        .await
+        .expect("redeem")
+        .into_inner();
+    assert_eq!(r.licence_status(), LicenceStatus::Active);
+    assert_eq!(r.access, 5);
+    assert_eq!(r.expire_time.expect("expiry").seconds, keys[1].expire_time.expect("expiry").seconds);
+    let again = client
+        .redeem(pb::RedeemRequest {
+            auth: fx.user("dave", "dave-pw", ""),
+            licence_key: keys[1].key.clone(),
+            origin: None,
+        })
+        .await;
+    expect_code(again, "licence_used");
+    let unknown = client
+        .redeem(pb::RedeemRequest {
+            auth: fx.user("dave", "dave-pw", ""),
+            licence_key: "AAAAA-BBBBB".into(),
+            origin: None,
+        })
+        .await;
+    let status = expect_code(unknown, "invalid_licence");
+    assert!(status.metadata().get("x-response-token").is_some());
+
+    // Ban, even of one key, bans the user; connect refuses; unban restores.
+    let mut dev = core.developer().await;
+    let banned = dev
+        .ban_licence(pb::BanLicenceRequest { scope: fx.scope(), licence_key: keys[0].key.to_lowercase() })
+        .await
+        .expect("ban")
+        .into_inner();
+    assert!(banned.banned);
+    assert_eq!(banned.used_by.as_deref(), Some("dave"));
+    let out = login(&core, &fx, "dave", "").await.expect("banned users can log in");
+    assert_eq!(out.user.expect("user").licence_status(), LicenceStatus::Banned);
+    let hb =
+        client.heartbeat(pb::HeartbeatRequest { auth: fx.user("dave", "dave-pw", ""), origin: None }).await;
+    expect_code(hb, "licence_banned");
+    dev.unban_licence(pb::UnbanLicenceRequest { scope: fx.scope(), licence_key: keys[0].key.clone() })
+        .await
+        .expect("unban");
+    let out = login(&core, &fx, "dave", "").await.expect("login");
+    assert_eq!(out.user.expect("user").licence_status(), LicenceStatus::Active);
+
+    // A banned key cannot be redeemed; an expired one neither.
+    dev.ban_licence(pb::BanLicenceRequest { scope: fx.scope(), licence_key: keys[2].key.clone() })
+        .await
+        .expect("ban");
+    expect_code(register(&core, &fx, "erin", "", &keys[2].key).await, "licence_banned");
+    let fresh = create_keys(&core, &fx, 1, 1, 1).await;
+    use core_service::storage::entities::licence;
+    let row = licence::Entity::find()
+        .filter(licence::Column::LicenceKey.eq(fresh[0].key.clone()))
+        .one(core.core.db())
+        .await
+        .expect("query")
+        .expect("row");
+    let mut row: licence::ActiveModel = row.into();
+    row.expire_time = Set(Utc::now() - Duration::hours(1));
+    row.update(core.core.db()).await.expect("expire the key");
+    let expired = expect_code(register(&core, &fx, "erin", "", &fresh[0].key).await, "licence_expired");
+    assert_eq!(expired.code(), tonic::Code::FailedPrecondition);
+
+    // Deleting both of dave's keys: status none, has_licence stays true.
+    for k in &keys[..2] {
+        dev.delete_licence(pb::DeleteLicenceRequest { scope: fx.scope(), licence_key: k.key.clone() })
+            .await
+            .expect("delete");
+    }
+    let u = login(&core, &fx, "dave", "").await.expect("login").user.expect("user");
+    assert_eq!(u.licence_status(), LicenceStatus::None);
+    assert!(u.has_licence);
+    let missing = dev
+        .delete_licence(pb::DeleteLicenceRequest { scope: fx.scope(), licence_key: keys[0].key.clone() })
+        .await;
+    assert_eq!(expect_code(missing, "not_found").code(), tonic::Code::NotFound);
+    expect_code(
+        dev.ban_licence(pb::BanLicenceRequest { scope: fx.scope(), licence_key: keys[0].key.clone() }).await,
+        "not_found",
+    );
+    core.stop().await;
+}
+
+async fn failed_registration_leaves_nothing(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-atomic").await;
+    let keys = create_keys(&core, &fx, 1, 0, 10).await;
+    register(&core, &fx, "first", "", &keys[0].key).await.expect("register");
+    expect_code(register(&core, &fx, "second", "", &keys[0].key).await, "licence_used");
+    expect_code(register(&core, &fx, "third", "", "NO-SUCH-KEY").await, "invalid_licence");
+    // username_taken is checked before the licence.
+    expect_code(register(&core, &fx, "first", "", "NO-SUCH-KEY").await, "username_taken");
+    let names: Vec<String> = all_users(&core, &fx).await.into_iter().map(|u| u.username).collect();
+    assert_eq!(names, vec!["first".to_string()]);
+    expect_code(login(&core, &fx, "second", "").await, "invalid_credentials");
+    // The names are free for a later, valid registration.
+    register(&core, &fx, "second", "", "").await.expect("register");
+    core.stop().await;
+}
+
+async fn concurrent_heartbeats(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-pings").await;
+    register(&core, &fx, "pinger", "HW", "").await.expect("register");
+    let channel = core.channel().await;
+    let calls = 60;
+    let mut tasks = Vec::new();
+    for _ in 0..calls {
+        let mut client = pb::client_service_client::ClientServiceClient::new(channel.clone());
+        let auth = fx.user("pinger", "pinger-pw", "HW");
+        tasks.push(tokio::spawn(async move {
+            client
+                .heartbeat(pb::HeartbeatRequest { auth, origin: None })
+                .await
+                .map(|r| r.into_inner().total_pings)
+        }));
+    }
+    let mut seen = BTreeSet::new();
+    for t in tasks {
+        seen.insert(t.await.expect("task").expect("heartbeat"));
+    }
+    // Every call saw its own count: none lost, none repeated.
+    assert_eq!(seen, (1..=calls).collect::<BTreeSet<i64>>());
+    assert_eq!(all_users(&core, &fx).await[0].total_pings, calls);
+    core.stop().await;
+}
+
+async fn developer_isolation(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let alice = core.fixture("alice").await;
+    let mallory = core.fixture("mallory").await;
+    let keys = create_keys(&core, &alice, 2, 1, 5).await;
+    register(&core, &alice, "victim", "", "").await.expect("register");
+    let victim_id = all_users(&core, &alice).await[0].id;
+
+    // Mallory's credentials with Alice's secret.
+    let stolen = Fixture { secret: alice.secret.clone(), ..mallory.clone() };
+    let mut dev = core.developer().await;
+    let forbidden = expect_code(dev.get_app(pb::GetAppRequest { scope: stolen.scope() }).await, "forbidden");
+    assert_eq!(forbidden.code(), tonic::Code::PermissionDenied);
+    expect_code(
+        dev.list_licences(pb::ListLicencesRequest {
+            scope: stolen.scope(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await,
+        "forbidden",
+    );
+    expect_code(
+        dev.list_users(pb::ListUsersRequest {
+            scope: stolen.scope(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await,
+        "forbidden",
+    );
+    expect_code(
+        dev.delete_user(pb::DeleteUserRequest { scope: stolen.scope(), user_id: victim_id }).await,
+        "forbidden",
+    );
+    expect_code(
+        dev.delete_licence(pb::DeleteLicenceRequest {
+            scope: stolen.scope(),
+            licence_key: keys[0].key.clone(),
+        })
+        .await,
+        "forbidden",
+    );
+    expect_code(dev.renew_secret(pb::RenewSecretRequest { scope: stolen.scope() }).await, "forbidden");
+    expect_code(
+        dev.set_app_online(pb::SetAppOnlineRequest { scope: stolen.scope(), online: false }).await,
+        "forbidden",
+    );
+    expect_code(
+        dev.create_licences(pb::CreateLicencesRequest {
+            scope: stolen.scope(),
+            amount: 1,
+            access: 1,
+            expire_time: ts(Utc::now() + Duration::days(1)),
+        })
+        .await,
+        "forbidden",
+    );
+    // Through her own app, Mallory cannot reach Alice's users or keys either.
+    expect_code(
+        dev.delete_user(pb::DeleteUserRequest { scope: mallory.scope(), user_id: victim_id }).await,
+        "not_found",
+    );
+    expect_code(
+        dev.ban_licence(pb::BanLicenceRequest { scope: mallory.scope(), licence_key: keys[0].key.clone() })
+            .await,
+        "not_found",
+    );
+    expect_code(
+        dev.reset_hwid(pb::ResetHwidRequest { scope: mallory.scope(), user_id: victim_id }).await,
+        "not_found",
+    );
+    assert!(all_users(&core, &mallory).await.is_empty());
+    // Nothing of Alice's changed.
+    assert_eq!(all_users(&core, &alice).await.len(), 1);
+    assert!(all_licences(&core, &alice).await.iter().all(|l| !l.banned));
+    let app = dev.get_app(pb::GetAppRequest { scope: alice.scope() }).await.expect("get app").into_inner();
+    assert!(app.online);
+    assert_eq!(app.secret, alice.secret);
+    core.stop().await;
+}
+
+async fn developer_errors(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-errors").await;
+    let mut dev = core.developer().await;
+
+    let wrong_pw = Fixture { password: "wrong".into(), ..fx.clone() };
+    let s =
+        expect_code(dev.get_app(pb::GetAppRequest { scope: wrong_pw.scope() }).await, "invalid_developer");
+    assert_eq!(s.code(), tonic::Code::Unauthenticated);
+    let unknown = Fixture { developer: "nobody-here".into(), ..fx.clone() };
+    expect_code(dev.get_app(pb::GetAppRequest { scope: unknown.scope() }).await, "invalid_developer");
+    let bad_secret = Fixture { secret: "0".repeat(64), ..fx.clone() };
+    expect_code(dev.get_app(pb::GetAppRequest { scope: bad_secret.scope() }).await, "invalid_app_secret");
+    let s = expect_code(dev.get_app(pb::GetAppRequest { scope: None }).await, "missing_field");
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    let no_secret = Fixture { secret: String::new(), ..fx.clone() };
+    let s = expect_code(dev.get_app(pb::GetAppRequest { scope: no_secret.scope() }).await, "missing_field");
+    let details = tonic_types::StatusExt::get_details_bad_request(&s).expect("bad request details");
+    assert_eq!(details.field_violations[0].field, "app_secret");
+
+    let create = |amount, access, days: i64| pb::CreateLicencesRequest {
+        scope: fx.scope(),
+        amount,
+        access,
+        expire_time: ts(Utc::now() + Duration::days(days)),
+    };
+    for (amount, access, days, field) in
+        [(0, 1, 1, "amount"), (501, 1, 1, "amount"), (1, 10, 1, "access"), (1, 1, -1, "expire_date")]
+    {
+        let s = expect_code(dev.create_licences(create(amount, access, days)).await, "invalid_field");
+        let details = tonic_types::StatusExt::get_details_bad_request(&s).expect("bad request");
+        assert_eq!(details.field_violations[0].field, field);
+        assert!(s.message().contains(field), "message names the field: {}", s.message());
+    }
+    let mut no_expiry = create(1, 1, 1);
+    no_expiry.expire_time = None;
+    expect_code(dev.create_licences(no_expiry).await, "missing_field");
+    assert_eq!(
+        dev.create_licences(create(500, 9, 1)).await.expect("500 keys").into_inner().licences.len(),
+        500
+    );
+
+    expect_code(
+        dev.set_app_version(pb::SetAppVersionRequest { scope: fx.scope(), version: "v".repeat(65) }).await,
+        "invalid_field",
+    );
+    expect_code(
+        dev.set_app_version(pb::SetAppVersionRequest { scope: fx.scope(), version: String::new() }).await,
+        "missing_field",
+    );
+    expect_code(
+        dev.list_licences(pb::ListLicencesRequest {
+            scope: fx.scope(),
+            page_size: 1001,
+            page_token: String::new(),
+        })
+        .await,
+        "invalid_field",
+    );
+    expect_code(
+        dev.list_licences(pb::ListLicencesRequest {
+            scope: fx.scope(),
+            page_size: 10,
+            page_token: "zz".into(),
+        })
+        .await,
+        "invalid_field",
+    );
+    expect_code(
+        dev.delete_user(pb::DeleteUserRequest { scope: fx.scope(), user_id: 999_999 }).await,
+        "not_found",
+    );
+    expect_code(
+        dev.reset_hwid(pb::ResetHwidRequest { scope: fx.scope(), user_id: 999_999 }).await,
+        "not_found",
+    );
+    expect_code(
+        dev.delete_licence(pb::DeleteLicenceRequest { scope: fx.scope(), licence_key: String::new() }).await,
+        "missing_field",
+    );
+
+    // Paging through 500+ keys yields each once, in id order.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = dev
+            .list_licences(pb::ListLicencesRequest {
+                scope: fx.scope(),
+                page_size: 120,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.licences.len() <= 120);
+        seen.extend(page.licences.iter().map(|l| l.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 500);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    core.stop().await;
+}
+
+async fn app_settings(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-app").await;
+    register(&core, &fx, "user1", "", "").await.expect("register");
+    let mut dev = core.developer().await;
+
+    let app = dev.get_app(pb::GetAppRequest { scope: fx.scope() }).await.expect("get").into_inner();
+    assert_eq!(app.name, "dev-app's app");
+    assert!(app.online);
+    assert_eq!(app.version, None);
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(&app.public_key).expect("b64").len(), 32);
+    assert_eq!(app.offline_grace.expect("grace").seconds, 86_400);
+
+    let off = dev
+        .set_app_online(pb::SetAppOnlineRequest { scope: fx.scope(), online: false })
+        .await
+        .expect("offline");
+    assert!(!off.into_inner().online);
+    let s = expect_code(login(&core, &fx, "user1", "").await, "app_offline");
+    let token = s.metadata().get("x-response-token").expect("token").to_str().expect("ascii");
+    assert_eq!(verified_claims(token, &fx.public_key)["st"], "app_offline");
+    expect_code(register(&core, &fx, "user2", "", "").await, "app_offline");
+    // Developer calls still work while offline.
+    dev.set_app_version(pb::SetAppVersionRequest { scope: fx.scope(), version: "2.0.1".into() })
+        .await
+        .expect("version");
+    dev.set_app_online(pb::SetAppOnlineRequest { scope: fx.scope(), online: true }).await.expect("online");
+    assert_eq!(login(&core, &fx, "user1", "").await.expect("login").app_version.as_deref(), Some("2.0.1"));
+
+    let renewed =
+        dev.renew_secret(pb::RenewSecretRequest { scope: fx.scope() }).await.expect("renew").into_inner();
+    assert_ne!(renewed.secret, fx.secret);
+    assert_eq!(renewed.secret.len(), 64);
+    let s = expect_code(login(&core, &fx, "user1", "").await, "invalid_app_secret");
+    assert!(s.metadata().get("x-response-token").is_none(), "no token before the app is known");
+    expect_code(dev.get_app(pb::GetAppRequest { scope: fx.scope() }).await, "invalid_app_secret");
+    let renewed_fx = Fixture { secret: renewed.secret.clone(), ..fx.clone() };
+    login(&core, &renewed_fx, "user1", "").await.expect("login with the new secret");
+    core.stop().await;
+}
+
+async fn api_tokens(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-token").await;
+    let created = core.core.add_token("dev-token").await.expect("token");
+    assert!(created.token.len() >= 43);
+    let mut dev = core.developer().await;
+    let with_token = |token: &str| {
+        let mut req = Request::new(pb::GetAppRequest {
+            scope: Some(pb::AppScope { app_secret: fx.secret.clone(), developer: None, origin: None }),
+        });
+        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+        req
+    };
+    let app = dev.get_app(with_token(&created.token)).await.expect("token works").into_inner();
+    assert_eq!(app.secret, fx.secret);
+    expect_code(dev.get_app(with_token("lic_not-a-real-token")).await, "invalid_developer");
+    let listed = core.core.list_tokens("dev-token").await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(created.token.starts_with(&listed[0].prefix));
+    core.core.revoke_token("dev-token", created.id).await.expect("revoke");
+    expect_code(dev.get_app(with_token(&created.token)).await, "invalid_developer");
+    // A token of another developer does not open this app.
+    core.fixture("other-dev").await;
+    let other = core.core.add_token("other-dev").await.expect("token");
+    expect_code(dev.get_app(with_token(&other.token)).await, "forbidden");
+    core.stop().await;
+}
+
+async fn upload(
+    core: &TestCore,
+    fx: &Fixture,
+    filename: &str,
+    data: &[u8],
+) -> Result<pb::FileInfo, tonic::Status> {
+    let mut dev = core.developer().await;
+    let mut messages = vec![pb::UploadFileRequest {
+        payload: Some(pb::upload_file_request::Payload::Header(pb::UploadFileHeader {
+            scope: fx.scope(),
+            filename: filename.into(),
+        })),
+    }];
+    for chunk in data.chunks(100_000) {
+        messages.push(pb::UploadFileRequest {
+            payload: Some(pb::upload_file_request::Payload::Chunk(chunk.to_vec())),
+        });
+    }
+    dev.upload_file(futures_util::stream::iter(messages)).await.map(|r| r.into_inner())
+}
+
+async fn download(
+    core: &TestCore,
+    fx: &Fixture,
+    user: &str,
+) -> Result<(pb::FileInfo, String, Vec<u8>), tonic::Status> {
+    let mut client = core.client().await;
+    let mut stream = client
+        .download(pb::DownloadRequest { auth: fx.user(user, &format!("{user}-pw"), ""), origin: None })
+        .await?
+        .into_inner();
+    let first = stream.next().await.expect("first message")?;
+    let Some(pb::download_response::Payload::Info(info)) = first.payload else { panic!("info first") };
+    let mut bytes = Vec::new();
+    while let Some(msg) = stream.next().await {
+        match msg?.payload {
+            Some(pb::download_response::Payload::Chunk(c)) => bytes.extend_from_slice(&c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    Ok((info, first.response_token, bytes))
+}
+
+async fn binaries(backend: Backend) {
+    let Some(core) = TestCore::start_with(backend, |c| c.settings.max_upload_bytes = 3_000_000).await else {
+        return;
+    };
+    let fx = core.fixture("dev-bin").await;
+    let keys = create_keys(&core, &fx, 2, 2, 10).await;
+    register(&core, &fx, "payer", "", &keys[0].key).await.expect("register");
+    register(&core, &fx, "freeloader", "", "").await.expect("register");
+
+    expect_code(download(&core, &fx, "payer").await, "no_file");
+    expect_code(download(&core, &fx, "freeloader").await, "no_active_licence");
+
+    let data: Vec<u8> = (0..1_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let info = upload(&core, &fx, "app-1.0.exe", &data).await.expect("upload");
+    assert_eq!(info.size, data.len() as u64);
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(info.sha256, digest);
+
+    let (got_info, token, bytes) = download(&core, &fx, "payer").await.expect("download");
+    assert_eq!(got_info.filename, "app-1.0.exe");
+    assert_eq!(bytes, data);
+    let claims = verified_claims(&token, &fx.public_key);
+    assert_eq!(claims["sha256"], digest);
+    assert_eq!(claims["act"], "download");
+
+    // A new upload replaces the old; an oversize or badly named one changes nothing.
+    upload(&core, &fx, "app-1.1.exe", b"small").await.expect("upload");
+    let s = expect_code(upload(&core, &fx, "huge.bin", &vec![0u8; 3_000_001]).await, "payload_too_large");
+    assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+    expect_code(upload(&core, &fx, "../evil", b"x").await, "invalid_field");
+    let (info, _, bytes) = download(&core, &fx, "payer").await.expect("download");
+    assert_eq!(info.filename, "app-1.1.exe");
+    assert_eq!(bytes, b"small");
+
+    let mut dev = core.developer().await;
+    dev.ban_licence(pb::BanLicenceRequest { scope: fx.scope(), licence_key: keys[0].key.clone() })
+        .await
+        .expect("ban");
+    expect_code(download(&core, &fx, "payer").await, "licence_banned");
+    let stolen = Fixture { secret: fx.secret.clone(), ..core.fixture("dev-other").await };
+    expect_code(upload(&core, &stolen, "x.bin", b"x").await, "forbidden");
+    core.stop().await;
+}
+
+async fn users_admin(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-users").await;
+    let keys = create_keys(&core, &fx, 1, 3, 10).await;
+    for (i, name) in ["user1", "user2", "user3", "user4", "user5"].iter().enumerate() {
+        let key = if i == 0 { keys[0].key.as_str() } else { "" };
+        register(&core, &fx, name, "HW", key).await.expect("register");
+    }
+    let mut dev = core.developer().await;
+    let mut names = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = dev
+            .list_users(pb::ListUsersRequest { scope: fx.scope(), page_size: 2, page_token: token.clone() })
+            .await
+            .expect("page")
+            .into_inner();
+        pages += 1;
+        names.extend(page.users.into_iter().map(|u| u.username));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(names, ["user1", "user2", "user3", "user4", "user5"]);
+    assert!(pages >= 3);
+
+    let users = all_users(&core, &fx).await;
+    let u1 = &users[0];
+    assert_eq!(u1.licence_status(), LicenceStatus::Active);
+    assert_eq!(u1.email, "user1@example.com");
+    assert_eq!(u1.hwid.as_deref(), Some("HW"));
+
+    // reset_hwid: the next HWID presented binds.
+    let reset = dev
+        .reset_hwid(pb::ResetHwidRequest { scope: fx.scope(), user_id: users[1].id })
+        .await
+        .expect("reset");
+    assert_eq!(reset.into_inner().hwid, None);
+    let bound = login(&core, &fx, "user2", "NEW-HW").await.expect("login");
+    assert_eq!(bound.user.expect("user").hwid.as_deref(), Some("NEW-HW"));
+
+    // delete_user: the licence stays listed, unbound and redeemed, and cannot be redeemed again.
+    dev.delete_user(pb::DeleteUserRequest { scope: fx.scope(), user_id: u1.id }).await.expect("delete");
+    let lic = &all_licences(&core, &fx).await[0];
+    assert_eq!(lic.used_by, None);
+    assert!(!lic.in_use);
+    assert!(lic.redeemed);
+    expect_code(login(&core, &fx, "user1", "HW").await, "invalid_credentials");
+    expect_code(register(&core, &fx, "user6", "", &keys[0].key).await, "licence_used");
+    expect_code(
+        dev.delete_user(pb::DeleteUserRequest { scope: fx.scope(), user_id: u1.id }).await,
+        "not_found",
+    );
+    let left: HashSet<String> = all_users(&core, &fx).await.into_iter().map(|u| u.username).collect();
+    assert_eq!(left, ["user2", "user3", "user4", "user5"].iter().map(|s| s.to_string()).collect());
+    core.stop().await;
+}
+
+async fn throttling(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-throttle").await;
+    register(&core, &fx, "target", "", "").await.expect("register");
+    register(&core, &fx, "bystander", "", "").await.expect("register");
+    let mut client = core.client().await;
+    let from = |addr: &str| Some(pb::Origin { client_address: addr.into(), nonce: String::new() });
+    for _ in 0..10 {
+        let r = client
+            .login(pb::LoginRequest { auth: fx.user("target", "guess", ""), origin: from("203.0.113.7") })
+            .await;
+        expect_code(r, "invalid_credentials");
+    }
+    // The 11th attempt is refused before any password check, even with the right password.
+    let r = client
+        .login(pb::LoginRequest { auth: fx.user("target", "target-pw", ""), origin: from("203.0.113.7") })
+        .await;
+    let s = expect_code(r, "rate_limited");
+    assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+    let wait: u64 =
+        s.metadata().get("retry-after").expect("retry-after").to_str().expect("ascii").parse().expect("secs");
+    assert!((1..=900).contains(&wait));
+    assert!(s.metadata().get("x-response-token").is_some(), "the app was known: token");
+    // Same account from another address, and another account from the same address, still work.
+    client
+        .login(pb::LoginRequest { auth: fx.user("target", "target-pw", ""), origin: from("198.51.100.1") })
+        .await
+        .expect("other address");
+    client
+        .login(pb::LoginRequest {
+            auth: fx.user("bystander", "bystander-pw", ""),
+            origin: from("203.0.113.7"),
+        })
+        .await
+        .expect("other account");
+
+    // The developer side is throttled per developer username and address too.
+    let mut dev = core.developer().await;
+    let wrong = Fixture { password: "nope".into(), ..fx.clone() };
+    let scoped = |f: &Fixture, addr: &str| {
+        let mut s = f.scope().expect("scope");
+        s.origin = from(addr);
+        pb::GetAppRequest { scope: Some(s) }
+    };
+    for _ in 0..10 {
+        expect_code(dev.get_app(scoped(&wrong, "192.0.2.9")).await, "invalid_developer");
+    }
+    expect_code(dev.get_app(scoped(&fx, "192.0.2.9")).await, "rate_limited");
+    dev.get_app(scoped(&fx, "192.0.2.10")).await.expect("other address");
+    let bad = client
+        .login(pb::LoginRequest {
+            auth: fx.user("target", "x", ""),
+            origin: Some(pb::Origin { client_address: "not-an-ip".into(), nonce: String::new() }),
+        })
+        .await;
+    expect_code(bad, "invalid_field");
+    core.stop().await;
+}
+
+async fn client_field_errors(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-fields").await;
+    let mut client = core.client().await;
+    let base = pb::RegisterRequest {
+        app_secret: fx.secret.clone(),
+        username: "valid-name".into(),
+        password: "pw".into(),
+        email: "a@b.c".into(),
+        hwid: String::new(),
+        licence_key: String::new(),
+        origin: None,
+    };
+    type Edit = fn(&mut pb::RegisterRequest);
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        ("missing_field", "username", |r| r.username.clear()),
+        ("invalid_field", "username", |r| r.username = "ab".into()),
+        ("invalid_field", "username", |r| r.username = "x".repeat(65)),
+        ("invalid_field", "username", |r| r.username = "tab\there".into()),
+        ("missing_field", "password", |r| r.password.clear()),
+        ("invalid_field", "password", |r| r.password = "p".repeat(257)),
+        ("missing_field", "email", |r| r.email.clear()),
+        ("invalid_field", "email", |r| r.email = "no-at-sign".into()),
+        ("invalid_field", "email", |r| r.email = "two@@ats".into()),
+        ("invalid_field", "hwid", |r| r.hwid = "h".repeat(257)),
+        ("missing_field", "app_secret", |r| r.app_secret.clear()),
+        ("invalid_field", "nonce", |r| {
+            r.origin = Some(pb::Origin { client_address: String::new(), nonce: "n".repeat(129) })
+        }),
+    ];
+    for (code, field, edit) in cases {
+        let mut req = base.clone();
+        edit(&mut req);
+        let s = expect_code(client.register(req).await, code);
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        let details = tonic_types::StatusExt::get_details_bad_request(&s).expect("bad request details");
+        assert_eq!(details.field_violations[0].field, field, "{code} {field}");
+        assert!(s.metadata().get("x-response-token").is_none());
+    }
+    let mut bad_secret = base.clone();
+    bad_secret.app_secret = "nope".into();
+    expect_code(client.register(bad_secret).await, "invalid_app_secret");
+    assert!(all_users(&core, &fx).await.is_empty(), "no bad request created a user");
+    // Unicode usernames count code points.
+    let mut uni = base.clone();
+    uni.username = "ééé".into();
+    client.register(uni).await.expect("three code points are enough");
+    core.stop().await;
+}
+
+async fn health_and_reflection(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let channel = core.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "licensing.v1.ClientService", "licensing.v1.DeveloperService"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut refl = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream =
+        refl.server_reflection_info(futures_util::stream::iter([req])).await.expect("v1").into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.next().await.expect("answer").expect("ok").message_response
+    else {
+        panic!("list services")
+    };
+    let names: HashSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["licensing.v1.ClientService", "licensing.v1.DeveloperService", "grpc.health.v1.Health"] {
+        assert!(names.contains(expected), "{expected} in {names:?}");
+    }
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "licensing.v1.ClientService".into(),
+        )),
+    };
+    let mut stream =
+        alpha.server_reflection_info(futures_util::stream::iter([req])).await.expect("v1alpha").into_inner();
+    let answer = stream.next().await.expect("answer").expect("ok");
+    assert!(matches!(
+        answer.message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+    ));
+    let _ = reason;
+    core.stop().await;
+}
