@@ -32,6 +32,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 const FILE_SIZE: usize = 1024 * 1024 + 3;
 const LICENCES: i64 = 2500;
+/// Size of each direction of the memory check; far more than the gateway may hold.
+const HUGE: usize = 128 * 1024 * 1024;
+const HUGE_CHUNK: usize = 64 * 1024;
 
 #[derive(Default)]
 struct Seen {
@@ -202,6 +205,13 @@ impl ClientService for Fake {
                 let mut messages = vec![Ok(info(FILE_SIZE as u64))];
                 messages.extend(bytes.chunks(100 * 1024).map(|c| chunk(c.to_vec())));
                 Ok(Response::new(futures_util::stream::iter(messages).boxed()))
+            }
+            "huge" => {
+                // Generated lazily, so the fake core holds no more than the gateway may.
+                let messages = futures_util::stream::iter(0..HUGE / HUGE_CHUNK)
+                    .map(move |k| chunk((k * HUGE_CHUNK..(k + 1) * HUGE_CHUNK).map(file_byte).collect()));
+                let first = futures_util::stream::iter([Ok(info(HUGE as u64))]);
+                Ok(Response::new(first.chain(messages).boxed()))
             }
             "broken" => {
                 let messages =
@@ -843,4 +853,58 @@ async fn shutdown_finishes_in_flight_requests() {
     tokio::time::timeout(Duration::from_secs(5), gateway.task).await.expect("stops").unwrap();
     // New connections are refused once stopped.
     assert!(Client::new().post(gateway.base.clone()).send().await.is_err());
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Slow in a debug build, and it measures the whole test process: run it alone,
+/// `cargo test -p http-gateway --test fake_core -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "moves 256 MiB; run alone to measure memory"]
+async fn large_binaries_stream_through_without_being_held() {
+    let core = start_core("a").await;
+    let gateway = start_gateway(GatewayConfig::local(&format!("http://{}", core.addr))).await;
+    let before = peak_rss_kib();
+
+    let chunks = futures_util::stream::iter(0..HUGE / HUGE_CHUNK).map(|k| {
+        Ok::<_, std::io::Error>((k * HUGE_CHUNK..(k + 1) * HUGE_CHUNK).map(file_byte).collect::<Vec<u8>>())
+    });
+    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(chunks), HUGE as u64)
+        .file_name("huge.bin");
+    let form = reqwest::multipart::Form::new()
+        .text("developer_username", "dev")
+        .text("develoer_password", "pw")
+        .text("app_secret", "S")
+        .part("file", part);
+    let response = Client::new()
+        .post(gateway.url("/api/admin.php?action=upload_file"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(core.seen.lock().unwrap().upload.as_ref().map(|upload| upload.1), Some(HUGE));
+
+    let response = post(&gateway, "/api/action.php?action=download", "username=huge").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let mut received = 0usize;
+    while let Some(chunk) = body.next().await {
+        received += chunk.expect("chunk").len();
+    }
+    assert_eq!(received, HUGE);
+
+    let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    eprintln!("peak RSS grew by {grown_mib} MiB while moving 2 x {} MiB", HUGE >> 20);
+    assert!(grown_mib < 48, "peak RSS grew by {grown_mib} MiB");
 }
