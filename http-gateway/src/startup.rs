@@ -18,6 +18,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// HTTP/2 pings that notice a core gone silent (e.g. a host that vanished without a reset).
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CORES: usize = 1024;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,10 @@ fn core_channel(urls: &[String]) -> Result<Channel, StartupError> {
         .collect::<Result<_, _>>()?;
     match endpoints.as_slice() {
         [] => Err(StartupError::NoCoreUrl),
+        // tonic queues the list into a channel of this size and panics past it.
+        list if list.len() > MAX_CORES => {
+            Err(StartupError::InvalidCoreUrl(format!("at most {MAX_CORES} core URLs are supported")))
+        }
         [single] => Ok(single.connect_lazy()),
         _ => Ok(Channel::balance_list(endpoints.into_iter())),
     }

@@ -227,4 +227,8 @@ async fn a_taken_port_is_a_startup_error() {
     let mut config = GatewayConfig::local("http://127.0.0.1:1");
     config.core_urls = vec!["ftp://core".into()];
     assert!(Gateway::build(config).await.is_err());
+
+    let mut config = GatewayConfig::local("http://127.0.0.1:1");
+    config.core_urls = (0..2000).map(|port| format!("http://127.0.0.1:{}", port + 1)).collect();
+    assert!(Gateway::build(config).await.is_err());
 }
