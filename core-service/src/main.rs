@@ -4,7 +4,12 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    core_service::telemetry::init();
     let cli = core_service::config::Cli::parse();
+    // The one-shot commands print JSON on stdout; keep stderr for problems.
+    let default_level = match cli.command {
+        core_service::config::Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    core_service::telemetry::init(default_level);
     core_service::cli::run(cli).await
 }

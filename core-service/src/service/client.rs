@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
-use super::{Core, UserView, files::Download};
+use super::{Core, UserView, files::Download, standing_of};
 use crate::{
     domain::{
         AppSecret, CoreError, Email, Hwid, LicenceKey, LicenceStatus, Password, Standing, Username,
@@ -396,11 +396,6 @@ impl Core {
 
 fn user_key(app: &app::Model, username: &Username, address: &str) -> ThrottleKey {
     ThrottleKey::User { app_id: app.id, username: username.as_str().to_owned(), address: address.to_owned() }
-}
-
-async fn standing_of(c: &impl ConnectionTrait, user_id: i64) -> Result<Standing, CoreError> {
-    let held = queries::held_licences(c, &[user_id]).await?;
-    Ok(Standing::derive(held.get(&user_id).map(Vec::as_slice).unwrap_or(&[]), Utc::now()))
 }
 
 /// Redeems `key` for the user inside the caller's transaction. First match wins: unknown,

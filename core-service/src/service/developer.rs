@@ -299,8 +299,7 @@ impl Core {
         let user = queries::find_user_by_id(&self.db, app.id, user_id)
             .await?
             .ok_or(CoreError::NotFound("no user with that id in this app"))?;
-        let held = queries::held_licences(&self.db, &[user.id]).await?;
-        let standing = Standing::derive(held.get(&user.id).map(Vec::as_slice).unwrap_or(&[]), Utc::now());
+        let standing = super::standing_of(&self.db, user.id).await?;
         Ok(UserView::new(user, standing))
     }
 

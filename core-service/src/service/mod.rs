@@ -9,7 +9,8 @@ mod views;
 
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 pub use admin::{AppCreated, TokenCreated, TokenInfo};
 pub use client::{LoginOutput, RedeemOutput, Reply, UserAuthInput};
@@ -18,10 +19,11 @@ pub use files::{Download, Upload};
 pub use views::{AppView, FileView, LicenceView, UserView};
 
 use crate::domain::{
-    CoreError,
+    CoreError, Standing,
     password::PasswordHasher,
     throttle::{Throttle, ThrottleConfig},
 };
+use crate::storage::queries;
 
 /// Bytes of one stored chunk of an uploaded binary (and of one download message).
 pub const CHUNK_SIZE: usize = 256 * 1024;
@@ -77,4 +79,10 @@ impl Core {
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
+}
+
+/// A user's standing now, from the licences they hold.
+pub(crate) async fn standing_of(c: &impl ConnectionTrait, user_id: i64) -> Result<Standing, CoreError> {
+    let held = queries::held_licences(c, &[user_id]).await?;
+    Ok(Standing::derive(held.get(&user_id).map(Vec::as_slice).unwrap_or(&[]), Utc::now()))
 }

@@ -113,6 +113,12 @@ fn fk(
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    // sea-orm wraps only PostgreSQL migrations by default; SQLite DDL is transactional too, and a
+    // half-created schema must never be left behind.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .create_table(
