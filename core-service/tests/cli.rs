@@ -1,0 +1,183 @@
+//! The operator's contract (shared/operations.md), checked against the real binary.
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_core-service");
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("DEVELOPER_PASSWORD")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run core-service")
+    }
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout.clone()).expect("utf-8");
+    assert_eq!(text.lines().count(), 1, "one line of JSON: {text:?}");
+    serde_json::from_str(text.trim()).expect("JSON")
+}
+
+fn one_error_line(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.trim().lines().count(), 1, "one line on stderr: {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn developer_add_prints_id_and_username_and_refuses_duplicates() {
+    let sb = Sandbox::new();
+    let v = stdout_json(&sb.run(&["developer", "add", "--username", "alice", "--password", "s3cret!"]));
+    assert_eq!(v, serde_json::json!({"id": 1, "username": "alice"}));
+    // The default database is a SQLite file in the working directory.
+    assert!(sb.dir.path().join("licensing.db").exists());
+
+    let dup = sb.run(&["developer", "add", "--username", "alice", "--password", "x"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(one_error_line(&dup).contains("alice"));
+
+    // Password from the environment, then from the prompt.
+    let v = stdout_json(
+        &sb.cmd(&["developer", "add", "--username", "bob"])
+            .env("DEVELOPER_PASSWORD", "pw")
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(v["username"], "bob");
+    let mut child = sb
+        .cmd(&["developer", "add", "--username", "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"prompted-password\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(stdout_json(&out)["id"], 3);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("prompted-password"));
+
+    let bad = sb.run(&["developer", "add", "--username", "ab", "--password", "x"]);
+    assert_eq!(bad.status.code(), Some(1));
+    one_error_line(&bad);
+    let usage = sb.run(&["developer", "add"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn app_add_prints_the_get_app_data_shape() {
+    let sb = Sandbox::new();
+    stdout_json(&sb.run(&["developer", "add", "--username", "alice", "--password", "pw"]));
+    let v =
+        stdout_json(&sb.run(&["app", "add", "--developer", "alice", "--name", "My App", "--version", "1.2"]));
+    let keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["appname", "online", "public", "secret", "version"]);
+    assert_eq!(v["appname"], "My App");
+    assert_eq!(v["online"], 1);
+    assert_eq!(v["version"], "1.2");
+    assert!(v["secret"].as_str().expect("secret").len() >= 32);
+    use base64::Engine;
+    let public =
+        base64::engine::general_purpose::STANDARD.decode(v["public"].as_str().expect("public")).expect("b64");
+    assert_eq!(public.len(), 32);
+
+    let v = stdout_json(&sb.run(&["app", "add", "--developer", "alice", "--name", "No Version"]));
+    assert_eq!(v["version"], serde_json::Value::Null);
+
+    let unknown = sb.run(&["app", "add", "--developer", "nobody", "--name", "X"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    one_error_line(&unknown);
+    assert_eq!(sb.run(&["app", "add", "--name", "X"]).status.code(), Some(2));
+}
+
+#[test]
+fn tokens_are_shown_once_and_revocable() {
+    let sb = Sandbox::new();
+    stdout_json(&sb.run(&["developer", "add", "--username", "alice", "--password", "pw"]));
+    let created = stdout_json(&sb.run(&["token", "add", "--developer", "alice"]));
+    let token = created["token"].as_str().expect("token").to_owned();
+    let listed = String::from_utf8(sb.run(&["token", "list", "--developer", "alice"]).stdout).expect("utf-8");
+    assert!(!listed.contains(&token), "list never shows a whole token");
+    stdout_json(&sb.run(&["token", "revoke", "--developer", "alice", "--id", "1"]));
+    let again = sb.run(&["token", "revoke", "--developer", "alice", "--id", "1"]);
+    assert_eq!(again.status.code(), Some(1));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[test]
+fn serve_fails_fast_and_clearly_on_a_taken_port_or_bad_database() {
+    let sb = Sandbox::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let start = Instant::now();
+    let out = sb.run(&["serve", "--listen", &addr]);
+    assert!(!out.status.success());
+    assert!(one_error_line(&out).contains("listen"));
+    assert!(start.elapsed() < Duration::from_secs(10));
+
+    let out = sb.run(&[
+        "--database-url",
+        "sqlite:///nonexistent-dir/sub/x.db?mode=rwc",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(one_error_line(&out).contains("database"));
+
+    let out = sb.run(&["serve", "--listen", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let mut child = sb
+        .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "core did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "core did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
