@@ -24,6 +24,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
     let db_config = cli.db_config();
     match cli.command {
         Command::Serve(args) => {
+            let stop = shutdown_signal();
             let config = CoreConfig {
                 listen: args.listen,
                 db: db_config,
@@ -31,7 +32,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
             };
             let app = Application::build(config).await.map_err(|e| e.to_string())?;
-            app.run_until_stopped(shutdown_signal()).await.map_err(|e| e.to_string())
+            app.run_until_stopped(stop).await.map_err(|e| e.to_string())
         }
         Command::Migrate => {
             storage::connect_and_migrate(&db_config).await.map_err(|e| e.to_string())?;

@@ -58,13 +58,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: CoreConfig) -> Result<Self, StartupError> {
-        let db = storage::connect_and_migrate(&config.db).await?;
-        let core = Core::new(db, config.settings).map_err(|e| StartupError::Core(e.to_string()))?;
+        // Bind first: a taken port is reported before any database work or log line.
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let addr =
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let db = storage::connect_and_migrate(&config.db).await?;
+        let core = Core::new(db, config.settings).map_err(|e| StartupError::Core(e.to_string()))?;
         Ok(Application { listener, addr, core: Arc::new(core), shutdown_grace: config.shutdown_grace })
     }
 
@@ -127,24 +128,32 @@ impl Application {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal during startup (migrations) still stops cleanly.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
