@@ -923,3 +923,90 @@ async fn health_and_reflection(backend: Backend) {
     let _ = reason;
     core.stop().await;
 }
+
+on_both_backends! {
+    no_user_enumeration => no_user_enumeration;
+}
+
+async fn no_user_enumeration(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-enum").await;
+    register(&core, &fx, "known", "", "").await.expect("register");
+    let client = core.client().await;
+    let attempt = |user: &'static str| {
+        let auth = fx.user(user, "wrong-password", "");
+        let mut c = client.clone();
+        async move { c.login(pb::LoginRequest { auth, origin: None }).await }
+    };
+    // An unknown username costs the same Argon2 work as a wrong password, and answers the same.
+    let before = core.core.password_work();
+    let unknown = expect_code(attempt("no-such-user").await, "invalid_credentials");
+    let after_unknown = core.core.password_work();
+    let wrong = expect_code(attempt("known").await, "invalid_credentials");
+    let after_wrong = core.core.password_work();
+    assert_eq!(after_unknown - before, 1);
+    assert_eq!(after_wrong - after_unknown, 1);
+    assert_eq!(unknown.message(), wrong.message());
+    assert_eq!(unknown.code(), wrong.code());
+
+    // A throttled attempt is refused before any Argon2 work.
+    for _ in 0..9 {
+        expect_code(attempt("known").await, "invalid_credentials");
+    }
+    let before = core.core.password_work();
+    expect_code(attempt("known").await, "rate_limited");
+    assert_eq!(core.core.password_work(), before);
+    core.stop().await;
+}
+
+/// Argon2 runs on a bounded pool, never on the async workers: while a queue of logins is being
+/// hashed, health checks and cheap calls are still answered; past the queue bound, logins are
+/// refused with `unavailable` instead of piling up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_work_is_isolated_and_bounded() {
+    let Some(core) = TestCore::start_with(Backend::Sqlite, |c| {
+        c.settings.hash_workers = 1;
+        c.settings.hash_queue = 6;
+    })
+    .await
+    else {
+        return;
+    };
+    let fx = core.fixture("dev-flood").await;
+    register(&core, &fx, "flooded", "", "").await.expect("register");
+    let channel = core.channel().await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let mut c = pb::client_service_client::ClientServiceClient::new(channel.clone());
+        let auth = fx.user("flooded", "flooded-pw", "");
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c.login(pb::LoginRequest { auth, origin: None }).await;
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health answers");
+    let finished_when_healthy = done.load(std::sync::atomic::Ordering::SeqCst);
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(reason(&s), "unavailable");
+                refused += 1;
+            }
+        }
+    }
+    assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
+    assert!(ok <= 7, "at most the worker plus the queue succeed: {ok}");
+    assert!(finished_when_healthy < ok + refused, "health was answered before the flood drained");
+    core.stop().await;
+}

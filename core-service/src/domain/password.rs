@@ -3,7 +3,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
 use argon2::{Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier};
@@ -18,6 +18,8 @@ pub struct PasswordHasher {
 
 struct Inner {
     permits: Semaphore,
+    /// Argon2 computations started (hashes and verifications), for tests and metrics.
+    computed: AtomicU64,
     queued: AtomicUsize,
     max_queued: usize,
     /// Verified against when the user does not exist, so an unknown username costs the same
@@ -33,6 +35,7 @@ impl PasswordHasher {
         Ok(PasswordHasher {
             inner: Arc::new(Inner {
                 permits: Semaphore::new(workers.max(1)),
+                computed: AtomicU64::new(0),
                 queued: AtomicUsize::new(0),
                 max_queued,
                 dummy_hash,
@@ -67,7 +70,13 @@ impl PasswordHasher {
         }
         let _permit =
             self.inner.permits.acquire().await.map_err(|_| CoreError::internal("password hasher closed"))?;
+        self.inner.computed.fetch_add(1, Ordering::SeqCst);
         tokio::task::spawn_blocking(work).await.map_err(CoreError::internal)
+    }
+
+    /// How many Argon2 computations were started so far.
+    pub fn computed(&self) -> u64 {
+        self.inner.computed.load(Ordering::SeqCst)
     }
 }
 

@@ -79,6 +79,11 @@ impl Core {
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
+
+    /// Argon2 computations started so far (every password check costs exactly one).
+    pub fn password_work(&self) -> u64 {
+        self.hasher.computed()
+    }
 }
 
 /// A user's standing now, from the licences they hold.
