@@ -11,6 +11,9 @@ mod routes;
 pub mod startup;
 mod transfer;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use config::{Cli, GatewayConfig};
 pub use ipnet::IpNet;
 pub use startup::{Gateway, StartupError};

@@ -133,11 +133,13 @@ pub struct LicenceKey(String);
 
 impl LicenceKey {
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, CoreError> {
-        let trimmed = require(field, raw.trim())?;
-        if trimmed.chars().count() > 64 || has_control(trimmed) {
+        // Keys are ASCII; ASCII case mapping never changes a string's length or round-trips
+        // oddly the way Unicode case mapping can.
+        let upper = require(field, raw.trim())?.to_ascii_uppercase();
+        if upper.chars().count() > 64 || has_control(&upper) {
             return Err(CoreError::invalid(field, format!("{field} is not a licence key")));
         }
-        Ok(LicenceKey(trimmed.to_uppercase()))
+        Ok(LicenceKey(upper))
     }
 
     pub fn parse_optional(field: &'static str, raw: &str) -> Result<Option<Self>, CoreError> {

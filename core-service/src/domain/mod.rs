@@ -8,6 +8,9 @@ pub mod secrets;
 pub mod throttle;
 pub mod token;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use error::CoreError;
 pub use fields::{
     AppSecret, Email, Hwid, LicenceKey, Password, Username, mask_key, parse_app_name, parse_filename,
