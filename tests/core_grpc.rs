@@ -1010,3 +1010,76 @@ async fn password_work_is_isolated_and_bounded() {
     assert!(finished_when_healthy < ok + refused, "health was answered before the flood drained");
     core.stop().await;
 }
+
+/// SIGTERM semantics in-process: once shutdown starts, an upload already streaming finishes and
+/// is stored; the server then stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let db = common::TestDb::new(Backend::Sqlite).await.expect("db");
+    let app = core_service::Application::build(core_service::CoreConfig::local(&db.url)).await.expect("core");
+    let addr = app.local_addr();
+    let core = app.core();
+    core.add_developer("graceful", "graceful-pw").await.expect("dev");
+    let created = core.add_app("graceful", "G", None).await.expect("app");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut dev = pb::developer_service_client::DeveloperServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadFileRequest>(4);
+    let scope = Some(pb::AppScope {
+        app_secret: created.secret.clone(),
+        developer: Some(pb::DeveloperAuth { username: "graceful".into(), password: "graceful-pw".into() }),
+        origin: None,
+    });
+    tx.send(pb::UploadFileRequest {
+        payload: Some(pb::upload_file_request::Payload::Header(pb::UploadFileHeader {
+            scope,
+            filename: "g.bin".into(),
+        })),
+    })
+    .await
+    .expect("header");
+    let call = tokio::spawn(async move { dev.upload_file(tokio_stream_from(rx)).await });
+    tx.send(pb::UploadFileRequest { payload: Some(pb::upload_file_request::Payload::Chunk(vec![1; 1000])) })
+        .await
+        .expect("chunk");
+    // Shut down while the upload is still open, then finish it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop_tx.send(()).expect("stop");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        tx.send(pb::UploadFileRequest {
+            payload: Some(pb::upload_file_request::Payload::Chunk(vec![2; 1000])),
+        })
+        .await
+        .expect("chunk after shutdown began");
+    }
+    drop(tx);
+    let info = call.await.expect("task").expect("the in-flight upload completes").into_inner();
+    assert_eq!(info.size, 4000);
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("server stops after the call")
+        .expect("task")
+        .expect("clean stop");
+    // New connections are refused once stopped.
+    assert!(
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .is_err()
+    );
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<pb::UploadFileRequest>,
+) -> impl futures_util::Stream<Item = pb::UploadFileRequest> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
