@@ -11,6 +11,13 @@ use crate::{
 };
 
 pub async fn run(cli: Cli) -> ExitCode {
+    // Half a TLS identity is bad usage (exit 2, like clap's own refusals), found before any work.
+    if let Command::Serve(args) = &cli.command
+        && let Err(message) = args.tls()
+    {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     match execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -30,6 +37,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
                 db: db_config,
                 settings: args.settings(),
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
+                tls: args.tls()?,
             };
             let app = Application::build(config).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(stop).await.map_err(|e| e.to_string())

@@ -1,12 +1,13 @@
 //! Command line and environment: every flag also reads the variable named beside it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
     domain::throttle::ThrottleConfig,
     service::Settings,
+    startup::TlsFiles,
     storage::{DEFAULT_DATABASE_URL, DbConfig},
 };
 
@@ -121,9 +122,28 @@ pub struct ServeArgs {
     /// Largest binary `upload_file` accepts, in bytes.
     #[arg(long, env = "CORE_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+
+    /// PEM certificate chain: with --tls-key, gRPC is served over TLS (plain TCP without both).
+    #[arg(long, env = "CORE_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CORE_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
+    /// The TLS identity, if any. Checked by hand rather than with clap's `requires`, whose error
+    /// spans several lines.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone() })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("--tls-cert (CORE_TLS_CERT) needs --tls-key (CORE_TLS_KEY) too".into()),
+            (None, Some(_)) => Err("--tls-key (CORE_TLS_KEY) needs --tls-cert (CORE_TLS_CERT) too".into()),
+        }
+    }
+
     pub fn settings(&self) -> Settings {
         Settings {
             default_offline_grace: Duration::from_secs(self.default_offline_grace_secs),

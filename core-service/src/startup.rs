@@ -1,13 +1,21 @@
 //! Building and running the gRPC server, so tests boot the real thing on port 0.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use licensing::v1::{
     client_service_server::ClientServiceServer, developer_service_server::DeveloperServiceServer,
 };
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::{
     grpc::{ClientApi, DeveloperApi},
@@ -22,7 +30,21 @@ pub struct CoreConfig {
     pub settings: Settings,
     /// Time allowed for in-flight calls to finish after the shutdown signal.
     pub shutdown_grace: Duration,
+    /// Serve gRPC over TLS with this certificate and key; `None` serves plain TCP.
+    pub tls: Option<TlsFiles>,
 }
+
+/// PEM files of a TLS server identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// The private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// A client that connects but never finishes the handshake must not hold a connection slot.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl CoreConfig {
     /// A local configuration on an ephemeral port, for tests and tools.
@@ -32,6 +54,7 @@ impl CoreConfig {
             db: DbConfig::new(database_url),
             settings: Settings::default(),
             shutdown_grace: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -44,6 +67,8 @@ pub enum StartupError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start the core: {0}")]
     Core(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -52,12 +77,23 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// Already carries the TLS acceptor when TLS is on, so bad files fail `build`, not `run`.
+    server: Server,
+    tls: bool,
     core: Arc<Core>,
     shutdown_grace: Duration,
 }
 
 impl Application {
     pub async fn build(config: CoreConfig) -> Result<Self, StartupError> {
+        // Unusable TLS files are a configuration mistake: report them before touching the port
+        // or the database.
+        let server = match &config.tls {
+            Some(files) => Server::builder()
+                .tls_config(server_tls_config(files)?)
+                .map_err(|error| StartupError::Tls(tls_error_text(files, &error)))?,
+            None => Server::builder(),
+        };
         // Bind first: a taken port is reported before any database work or log line.
         let listener = TcpListener::bind(config.listen)
             .await
@@ -66,7 +102,14 @@ impl Application {
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let db = storage::connect_and_migrate(&config.db).await?;
         let core = Core::new(db, config.settings).map_err(|e| StartupError::Core(e.to_string()))?;
-        Ok(Application { listener, addr, core: Arc::new(core), shutdown_grace: config.shutdown_grace })
+        Ok(Application {
+            listener,
+            addr,
+            server,
+            tls: config.tls.is_some(),
+            core: Arc::new(core),
+            shutdown_grace: config.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -106,7 +149,8 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight calls");
             let _ = stopped_tx.send(());
         };
-        let server = tonic::transport::Server::builder()
+        let mut server = self.server;
+        let server = server
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -114,7 +158,7 @@ impl Application {
             .add_service(DeveloperServiceServer::new(DeveloperApi::new(self.core.clone())))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
 
-        tracing::info!(addr = %self.addr, "core-service listening");
+        tracing::info!(addr = %self.addr, tls = self.tls, "core-service listening");
         let grace = self.shutdown_grace;
         tokio::select! {
             served = server => served?,
@@ -126,6 +170,57 @@ impl Application {
         self.core.db().clone().close().await.ok();
         Ok(())
     }
+}
+
+/// Reads and parses the certificate and key, so each kind of mistake gets its own message naming
+/// the file (tonic alone would only say "transport error").
+fn server_tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
+    // tonic builds its rustls config from the process-wide provider. Only ring is compiled in
+    // today; pinning it keeps a second backend pulled in by some other crate from turning that
+    // lookup into a panic. An error only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = read_pem(&files.cert, "certificate")?;
+    let key = read_pem(&files.key, "key")?;
+    let chain = CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>().map_err(|error| {
+        StartupError::Tls(format!("invalid TLS certificate {}: {error}", files.cert.display()))
+    })?;
+    if chain.is_empty() {
+        return Err(StartupError::Tls(format!(
+            "invalid TLS certificate {}: no PEM CERTIFICATE block",
+            files.cert.display()
+        )));
+    }
+    PrivateKeyDer::from_pem_slice(&key).map_err(|error| {
+        StartupError::Tls(format!(
+            "invalid TLS key {}: no usable PEM private key ({error})",
+            files.key.display()
+        ))
+    })?;
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(TLS_HANDSHAKE_TIMEOUT))
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, StartupError> {
+    std::fs::read(path)
+        .map_err(|error| StartupError::Tls(format!("cannot read the TLS {what} {}: {error}", path.display())))
+}
+
+/// tonic's error says only "transport error"; the reason (e.g. a key that does not match the
+/// certificate) is in its source chain.
+fn tls_error_text(files: &TlsFiles, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("cannot serve TLS with {} and {}", files.cert.display(), files.key.display());
+    let mut cause = error.source();
+    while let Some(reason) = cause {
+        text.push_str(": ");
+        match reason.downcast_ref::<rustls::Error>() {
+            // rustls words this one for its own developers ("keys may not be consistent").
+            Some(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                text.push_str("the key does not belong to the certificate");
+            }
+            _ => text.push_str(&reason.to_string()),
+        }
+        cause = reason.source();
+    }
+    text
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
