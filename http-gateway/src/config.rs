@@ -1,6 +1,6 @@
 //! Command line and environment, with defaults that work on one machine.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use ipnet::IpNet;
@@ -27,6 +27,19 @@ pub struct GatewayConfig {
     pub core_timeout: Duration,
     /// Time allowed to in-flight requests after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// PEM bundle of the CAs trusted to sign the certificates of `https://` cores.
+    pub core_ca: Option<PathBuf>,
+}
+
+/// PEM files of a TLS server identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// The private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl GatewayConfig {
@@ -39,6 +52,8 @@ impl GatewayConfig {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             core_timeout: DEFAULT_CORE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            tls: None,
+            core_ca: None,
         }
     }
 }
@@ -51,7 +66,8 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
 
-    /// The core's gRPC URL; a comma-separated list balances calls over several cores.
+    /// The core's gRPC URL (`https://` needs --core-ca); a comma-separated list balances calls
+    /// over several cores.
     #[arg(
         long = "core-url",
         env = "CORE_URL",
@@ -81,6 +97,18 @@ pub struct Cli {
     /// Seconds allowed to in-flight requests after SIGINT or SIGTERM.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_name = "SECS")]
     pub shutdown_grace_secs: u64,
+
+    /// PEM certificate chain: with --tls-key, the gateway serves HTTPS (plain HTTP without both).
+    #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "GATEWAY_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM bundle of the CAs that sign the cores' certificates, for `https://` core URLs.
+    #[arg(long, env = "GATEWAY_CORE_CA", value_name = "PATH")]
+    pub core_ca: Option<PathBuf>,
 }
 
 /// One `--core-url` value, already split on commas.
@@ -116,16 +144,17 @@ fn parse_proxy_list(text: &str) -> Result<ProxyList, String> {
 }
 
 /// Accepts `host:port` for `http://host:port`, and refuses what the client could not dial.
+/// `https://` dials over TLS (the gateway then needs `--core-ca`).
 pub fn normalise_core_url(url: &str) -> Result<String, String> {
     let url = url.trim();
     let url = if url.contains("://") { url.to_owned() } else { format!("http://{url}") };
     let uri: tonic::transport::Uri =
         url.parse().map_err(|error| format!("invalid core URL `{url}`: {error}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(scheme) => {
             return Err(format!(
-                "invalid core URL `{url}`: scheme `{scheme}` is not supported (use http://)"
+                "invalid core URL `{url}`: scheme `{scheme}` is not supported (use http:// or https://)"
             ));
         }
         None => return Err(format!("invalid core URL `{url}`: no scheme")),
@@ -136,16 +165,32 @@ pub fn normalise_core_url(url: &str) -> Result<String, String> {
     Ok(url)
 }
 
-impl From<Cli> for GatewayConfig {
-    fn from(cli: Cli) -> Self {
-        GatewayConfig {
+// Not `From`: half a TLS identity is refused here, in one line, rather than by clap's `requires`,
+// whose message spans several lines.
+impl TryFrom<Cli> for GatewayConfig {
+    type Error = String;
+
+    fn try_from(cli: Cli) -> Result<Self, String> {
+        let tls = match (cli.tls_cert, cli.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("--tls-cert (GATEWAY_TLS_CERT) needs --tls-key (GATEWAY_TLS_KEY) too".into());
+            }
+            (None, Some(_)) => {
+                return Err("--tls-key (GATEWAY_TLS_KEY) needs --tls-cert (GATEWAY_TLS_CERT) too".into());
+            }
+        };
+        Ok(GatewayConfig {
             listen: cli.listen,
             core_urls: cli.core_urls.into_iter().flat_map(|list| list.0).collect(),
             trusted_proxies: cli.trusted_proxies.into_iter().flat_map(|list| list.0).collect(),
             max_upload_bytes: cli.max_upload_bytes,
             core_timeout: Duration::from_millis(cli.core_timeout_ms),
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
-        }
+            tls,
+            core_ca: cli.core_ca,
+        })
     }
 }
 
@@ -153,10 +198,10 @@ impl From<Cli> for GatewayConfig {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<GatewayConfig, clap::Error> {
+    fn parse(args: &[&str]) -> Result<GatewayConfig, String> {
         let mut argv = vec!["http-gateway"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(GatewayConfig::from)
+        Cli::try_parse_from(argv).map_err(|error| error.to_string()).and_then(GatewayConfig::try_from)
     }
 
     #[test]
@@ -188,12 +233,41 @@ mod tests {
         assert_eq!(config.max_upload_bytes, 1024);
         assert_eq!(config.core_timeout, Duration::from_millis(2500));
         assert_eq!(config.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.tls, None);
+        assert_eq!(config.core_ca, None);
+    }
+
+    #[test]
+    fn tls_flags_parse_and_come_in_pairs() {
+        let config = parse(&[
+            "--tls-cert",
+            "/etc/gw/cert.pem",
+            "--tls-key",
+            "/etc/gw/key.pem",
+            "--core-ca",
+            "/etc/gw/core-ca.pem",
+            "--core-url",
+            "https://core.internal:50051",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles { cert: "/etc/gw/cert.pem".into(), key: "/etc/gw/key.pem".into() })
+        );
+        assert_eq!(config.core_ca, Some(PathBuf::from("/etc/gw/core-ca.pem")));
+        assert_eq!(config.core_urls, ["https://core.internal:50051"]);
+
+        let alone = parse(&["--tls-cert", "cert.pem"]).unwrap_err();
+        assert!(alone.contains("--tls-key"), "{alone}");
+        assert_eq!(alone.lines().count(), 1);
+        let alone = parse(&["--tls-key", "key.pem"]).unwrap_err();
+        assert!(alone.contains("--tls-cert"), "{alone}");
     }
 
     #[test]
     fn bad_values_are_refused() {
         assert!(parse(&["--listen", "nowhere"]).is_err());
-        assert!(parse(&["--core-url", "https://core:50051"]).is_err());
+        assert!(parse(&["--core-url", "ftp://core:50051"]).is_err());
         assert!(parse(&["--core-url", " , "]).is_err());
         assert!(parse(&["--trusted-proxies", "proxy.local"]).is_err());
         assert!(parse(&["--core-timeout-ms", "0"]).is_err());
@@ -206,5 +280,6 @@ mod tests {
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.core_urls, ["http://127.0.0.1:1"]);
         assert_eq!(config.max_upload_bytes, 536_870_912);
+        assert_eq!((config.tls, config.core_ca), (None, None));
     }
 }

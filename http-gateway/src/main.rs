@@ -18,6 +18,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let config = match GatewayConfig::try_from(cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("http-gateway: {error}");
+            return ExitCode::from(2);
+        }
+    };
     startup::init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -27,8 +34,9 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let gateway = Gateway::build(GatewayConfig::from(cli)).await?;
-        tracing::info!(address = %gateway.local_addr(), "serving the legacy HTTP API");
+        let gateway = Gateway::build(config).await?;
+        let (address, tls) = (gateway.local_addr(), gateway.is_tls());
+        tracing::info!(%address, tls, "serving the legacy HTTP API");
         gateway.run_until_stopped(startup::shutdown_signal()).await
     });
     // Connections still open after the grace time must not hold the process up.

@@ -83,7 +83,7 @@ fn incoming() -> impl Filter<Extract = (Incoming,), Error = Rejection> + Clone {
     let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
     query
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(crate::startup::peer_address())
         .and(warp::body::stream())
         .map(|query, headers, peer, body| Incoming { query, headers, peer, body: boxed_body(body) })
 }
