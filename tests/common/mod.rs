@@ -3,6 +3,8 @@
 //! afterwards.
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use core_service::{Application, CoreConfig, service::Core};
