@@ -27,8 +27,10 @@ pub type BodyStream = BoxStream<'static, Result<Bytes, warp::Error>>;
 
 /// After refusing a body, how much of it is still read (and dropped) so the client gets to see
 /// the answer: closing a socket with unread input resets the connection, answer included.
-const DRAIN_BYTES: u64 = 1024 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// Clients such as Python `requests` send a whole oversized body before reading anything, so the
+/// budget is generous; the time bound keeps a slow sender from holding the connection.
+const DRAIN_BYTES: u64 = 128 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Largest piece of a binary per gRPC message, well under the default 4 MiB message limit.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -228,7 +230,12 @@ pub async fn upload(
     caller: &Caller,
 ) -> Result<Response, ApiError> {
     let limit = state.max_upload_bytes;
-    if content_length(headers).is_some_and(|declared| declared > limit) {
+    if let Some(declared) = content_length(headers)
+        && declared > limit
+    {
+        if declared - limit <= DRAIN_BYTES && !expects_continue(headers) {
+            drain(body, declared).await;
+        }
         return Err(ApiError::payload_too_large(limit));
     }
     let Some(boundary) = header_text(headers, header::CONTENT_TYPE).and_then(multipart_boundary) else {
