@@ -5,9 +5,9 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::Engine;
 use chrono::{Duration, Utc};
-use common::{Backend, Fixture, TestCore, expect_code, reason};
+use common::{Backend, Fixture, TestCore, expect_code, gateway::verified_claims, reason};
 use futures_util::StreamExt;
 use licensing::v1::{self as pb, LicenceStatus};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
@@ -15,21 +15,6 @@ use tonic::Request;
 
 fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
-}
-
-/// Decodes a response token after checking its signature with the app's public key.
-fn verified_claims(token: &str, public_key_b64: &str) -> serde_json::Value {
-    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-    let parts: Vec<&str> = token.split('.').collect();
-    assert_eq!(parts.len(), 3, "compact JWS");
-    let header: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
-    assert_eq!(header["alg"], "EdDSA");
-    let public = base64::engine::general_purpose::STANDARD.decode(public_key_b64).expect("b64 public key");
-    let key = VerifyingKey::from_bytes(&public.try_into().expect("32 bytes")).expect("key");
-    let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).expect("b64")).expect("sig");
-    key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig).expect("token signature verifies");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json")
 }
 
 async fn register(
