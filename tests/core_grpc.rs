@@ -1068,3 +1068,59 @@ fn tokio_stream_from(
 ) -> impl futures_util::Stream<Item = pb::UploadFileRequest> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// Calls are bounded in the core: one that works past the request timeout is abandoned with
+/// `unavailable`, and an upload that stalls is dropped without leaving a file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_bounded_by_the_request_timeout() {
+    let Some(core) = TestCore::start_with(Backend::Sqlite, |c| {
+        c.settings.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    let fx = core.fixture("dev-deadline").await;
+    register(&core, &fx, "patient", "", "").await.expect("a normal call fits the timeout");
+
+    // Occupy every Argon2 worker with a queue long enough to outlast the timeout.
+    let channel = core.channel().await;
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let mut c = pb::client_service_client::ClientServiceClient::new(channel.clone());
+        let auth = fx.user("patient", "patient-pw", "");
+        flood.push(tokio::spawn(async move { c.login(pb::LoginRequest { auth, origin: None }).await }));
+    }
+    let mut timed_out = 0;
+    for t in flood {
+        if let Err(s) = t.await.expect("task") {
+            assert_eq!(reason(&s), "unavailable", "{s:?}");
+            timed_out += 1;
+        }
+    }
+    assert!(timed_out > 0, "some queued logins outlived the timeout and were abandoned");
+
+    // An upload that sends its header and then nothing.
+    let mut dev = core.developer().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadFileRequest>(2);
+    tx.send(pb::UploadFileRequest {
+        payload: Some(pb::upload_file_request::Payload::Header(pb::UploadFileHeader {
+            scope: fx.scope(),
+            filename: "stalled.bin".into(),
+        })),
+    })
+    .await
+    .expect("header");
+    tx.send(pb::UploadFileRequest { payload: Some(pb::upload_file_request::Payload::Chunk(vec![7; 10])) })
+        .await
+        .expect("chunk");
+    expect_code(dev.upload_file(tokio_stream_from(rx)).await, "unavailable");
+    drop(tx);
+    use core_service::storage::entities::app_file;
+    use sea_orm::EntityTrait;
+    assert!(
+        app_file::Entity::find().all(core.core.db()).await.expect("query").is_empty(),
+        "nothing left behind"
+    );
+    core.stop().await;
+}

@@ -119,6 +119,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CORE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// Longest a call may work, in seconds (an upload: longest wait for its next chunk).
+    #[arg(long, env = "CORE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
     /// Largest binary `upload_file` accepts, in bytes.
     #[arg(long, env = "CORE_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: u64,
@@ -148,6 +152,7 @@ impl ServeArgs {
         Settings {
             default_offline_grace: Duration::from_secs(self.default_offline_grace_secs),
             max_upload_bytes: self.max_upload_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             throttle: ThrottleConfig {
                 per_username: self.throttle_username_limit,
                 per_address: self.throttle_address_limit,

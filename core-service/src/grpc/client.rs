@@ -4,7 +4,7 @@ use futures_util::{Stream, stream};
 use licensing::v1::{self as pb, client_service_server::ClientService};
 use tonic::{Request, Response, Status};
 
-use super::{client_address, convert, nonce, to_status};
+use super::{client_address, convert, nonce, to_status, within};
 use crate::service::{Core, Download, Reply, UserAuthInput};
 
 pub struct ClientApi {
@@ -43,61 +43,76 @@ impl ClientService for ClientApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
-            .map_err(|e| to_status(&e, None))?;
-        let r = req.into_inner();
-        let nonce = nonce(r.origin.as_ref());
-        let input = UserAuthInput {
-            app_secret: r.app_secret,
-            username: r.username,
-            password: r.password,
-            hwid: r.hwid,
-        };
-        let (user, token) = settle(self.core.register(input, r.email, r.licence_key, address, nonce).await)?;
-        Ok(Response::new(pb::RegisterResponse { user: Some(convert::user(user)), response_token: token }))
+        within(self.core.settings().request_timeout, async move {
+            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+                .map_err(|e| to_status(&e, None))?;
+            let r = req.into_inner();
+            let nonce = nonce(r.origin.as_ref());
+            let input = UserAuthInput {
+                app_secret: r.app_secret,
+                username: r.username,
+                password: r.password,
+                hwid: r.hwid,
+            };
+            let (user, token) =
+                settle(self.core.register(input, r.email, r.licence_key, address, nonce).await)?;
+            Ok(Response::new(pb::RegisterResponse { user: Some(convert::user(user)), response_token: token }))
+        })
+        .await
     }
 
     async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
-            .map_err(|e| to_status(&e, None))?;
-        let r = req.into_inner();
-        let nonce = nonce(r.origin.as_ref());
-        let (out, token) = settle(self.core.login(auth_input(r.auth), address, nonce).await)?;
-        Ok(Response::new(pb::LoginResponse {
-            user: Some(convert::user(out.user)),
-            app_version: out.app_version,
-            response_token: token,
-        }))
+        within(self.core.settings().request_timeout, async move {
+            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+                .map_err(|e| to_status(&e, None))?;
+            let r = req.into_inner();
+            let nonce = nonce(r.origin.as_ref());
+            let (out, token) = settle(self.core.login(auth_input(r.auth), address, nonce).await)?;
+            Ok(Response::new(pb::LoginResponse {
+                user: Some(convert::user(out.user)),
+                app_version: out.app_version,
+                response_token: token,
+            }))
+        })
+        .await
     }
 
     async fn heartbeat(
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
-            .map_err(|e| to_status(&e, None))?;
-        let r = req.into_inner();
-        let nonce = nonce(r.origin.as_ref());
-        let ((pings, status), token) = settle(self.core.heartbeat(auth_input(r.auth), address, nonce).await)?;
-        Ok(Response::new(pb::HeartbeatResponse {
-            total_pings: pings,
-            licence_status: convert::status(status).into(),
-            response_token: token,
-        }))
+        within(self.core.settings().request_timeout, async move {
+            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+                .map_err(|e| to_status(&e, None))?;
+            let r = req.into_inner();
+            let nonce = nonce(r.origin.as_ref());
+            let ((pings, status), token) =
+                settle(self.core.heartbeat(auth_input(r.auth), address, nonce).await)?;
+            Ok(Response::new(pb::HeartbeatResponse {
+                total_pings: pings,
+                licence_status: convert::status(status).into(),
+                response_token: token,
+            }))
+        })
+        .await
     }
 
     async fn redeem(&self, req: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
-        let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
-            .map_err(|e| to_status(&e, None))?;
-        let r = req.into_inner();
-        let nonce = nonce(r.origin.as_ref());
-        let (out, token) = settle(self.core.redeem(auth_input(r.auth), r.licence_key, address, nonce).await)?;
-        Ok(Response::new(pb::RedeemResponse {
-            licence_status: convert::status(out.status).into(),
-            expire_time: Some(convert::timestamp(out.expire_time)),
-            access: u32::from(out.access),
-            response_token: token,
-        }))
+        within(self.core.settings().request_timeout, async move {
+            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+                .map_err(|e| to_status(&e, None))?;
+            let r = req.into_inner();
+            let nonce = nonce(r.origin.as_ref());
+            let (out, token) =
+                settle(self.core.redeem(auth_input(r.auth), r.licence_key, address, nonce).await)?;
+            Ok(Response::new(pb::RedeemResponse {
+                licence_status: convert::status(out.status).into(),
+                expire_time: Some(convert::timestamp(out.expire_time)),
+                access: u32::from(out.access),
+                response_token: token,
+            }))
+        })
+        .await
     }
 
     type DownloadStream = DownloadStream;
@@ -106,31 +121,34 @@ impl ClientService for ClientApi {
         &self,
         req: Request<pb::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
-            .map_err(|e| to_status(&e, None))?;
-        let r = req.into_inner();
-        let nonce = nonce(r.origin.as_ref());
-        let (download, token) = settle(self.core.download(auth_input(r.auth), address, nonce).await)?;
-        let first = pb::DownloadResponse {
-            payload: Some(pb::download_response::Payload::Info(convert::file(download.info.clone()))),
-            response_token: token,
-        };
-        // Chunks are read from the database only as the client consumes them.
-        let chunks = stream::unfold(Some(download), |state: Option<Download>| async move {
-            let mut download = state?;
-            match download.next_chunk().await {
-                Ok(Some(bytes)) => Some((
-                    Ok(pb::DownloadResponse {
-                        payload: Some(pb::download_response::Payload::Chunk(bytes)),
-                        response_token: String::new(),
-                    }),
-                    Some(download),
-                )),
-                Ok(None) => None,
-                Err(e) => Some((Err(to_status(&e, None)), None)),
-            }
-        });
-        let stream = futures_util::StreamExt::chain(stream::once(async { Ok(first) }), chunks);
-        Ok(Response::new(Box::pin(stream)))
+        within(self.core.settings().request_timeout, async move {
+            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+                .map_err(|e| to_status(&e, None))?;
+            let r = req.into_inner();
+            let nonce = nonce(r.origin.as_ref());
+            let (download, token) = settle(self.core.download(auth_input(r.auth), address, nonce).await)?;
+            let first = pb::DownloadResponse {
+                payload: Some(pb::download_response::Payload::Info(convert::file(download.info.clone()))),
+                response_token: token,
+            };
+            // Chunks are read from the database only as the client consumes them.
+            let chunks = stream::unfold(Some(download), |state: Option<Download>| async move {
+                let mut download = state?;
+                match download.next_chunk().await {
+                    Ok(Some(bytes)) => Some((
+                        Ok(pb::DownloadResponse {
+                            payload: Some(pb::download_response::Payload::Chunk(bytes)),
+                            response_token: String::new(),
+                        }),
+                        Some(download),
+                    )),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(to_status(&e, None)), None)),
+                }
+            });
+            let stream = futures_util::StreamExt::chain(stream::once(async { Ok(first) }), chunks);
+            Ok(Response::new(Box::pin(stream) as DownloadStream))
+        })
+        .await
     }
 }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use licensing::v1::{self as pb, developer_service_server::DeveloperService};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{client_address, convert, to_status};
+use super::{client_address, convert, to_status, within};
 use crate::{
     domain::CoreError,
     service::{Core, ScopeInput},
@@ -52,122 +52,158 @@ fn scope_from(
 #[tonic::async_trait]
 impl DeveloperService for DeveloperApi {
     async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let app = self.core.get_app(scope).await.map_err(fail)?;
-        Ok(Response::new(convert::app(app)))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let app = self.core.get_app(scope).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
     }
 
     async fn set_app_online(
         &self,
         req: Request<pb::SetAppOnlineRequest>,
     ) -> Result<Response<pb::App>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let app = self.core.set_app_online(scope, req.get_ref().online).await.map_err(fail)?;
-        Ok(Response::new(convert::app(app)))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let app = self.core.set_app_online(scope, req.get_ref().online).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
     }
 
     async fn set_app_version(
         &self,
         req: Request<pb::SetAppVersionRequest>,
     ) -> Result<Response<pb::App>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let version = req.into_inner().version;
-        let app = self.core.set_app_version(scope, version).await.map_err(fail)?;
-        Ok(Response::new(convert::app(app)))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let version = req.into_inner().version;
+            let app = self.core.set_app_version(scope, version).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
     }
 
     async fn renew_secret(&self, req: Request<pb::RenewSecretRequest>) -> Result<Response<pb::App>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let app = self.core.renew_secret(scope).await.map_err(fail)?;
-        Ok(Response::new(convert::app(app)))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let app = self.core.renew_secret(scope).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
     }
 
     async fn list_licences(
         &self,
         req: Request<pb::ListLicencesRequest>,
     ) -> Result<Response<pb::ListLicencesResponse>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let r = req.into_inner();
-        let page = self.core.list_licences(scope, r.page_size, &r.page_token).await.map_err(fail)?;
-        Ok(Response::new(pb::ListLicencesResponse {
-            licences: page.items.into_iter().map(convert::licence).collect(),
-            next_page_token: page.next_page_token,
-        }))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let r = req.into_inner();
+            let page = self.core.list_licences(scope, r.page_size, &r.page_token).await.map_err(fail)?;
+            Ok(Response::new(pb::ListLicencesResponse {
+                licences: page.items.into_iter().map(convert::licence).collect(),
+                next_page_token: page.next_page_token,
+            }))
+        })
+        .await
     }
 
     async fn create_licences(
         &self,
         req: Request<pb::CreateLicencesRequest>,
     ) -> Result<Response<pb::CreateLicencesResponse>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let r = req.into_inner();
-        let expire = r
-            .expire_time
-            .as_ref()
-            .map(|t| convert::from_timestamp("expire_date", t))
-            .transpose()
-            .map_err(fail)?;
-        let created = self.core.create_licences(scope, r.amount, r.access, expire).await.map_err(fail)?;
-        Ok(Response::new(pb::CreateLicencesResponse {
-            licences: created.into_iter().map(convert::licence).collect(),
-        }))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let r = req.into_inner();
+            let expire = r
+                .expire_time
+                .as_ref()
+                .map(|t| convert::from_timestamp("expire_date", t))
+                .transpose()
+                .map_err(fail)?;
+            let created = self.core.create_licences(scope, r.amount, r.access, expire).await.map_err(fail)?;
+            Ok(Response::new(pb::CreateLicencesResponse {
+                licences: created.into_iter().map(convert::licence).collect(),
+            }))
+        })
+        .await
     }
 
     async fn delete_licence(
         &self,
         req: Request<pb::DeleteLicenceRequest>,
     ) -> Result<Response<pb::DeleteLicenceResponse>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        self.core.delete_licence(scope, &req.get_ref().licence_key).await.map_err(fail)?;
-        Ok(Response::new(pb::DeleteLicenceResponse {}))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            self.core.delete_licence(scope, &req.get_ref().licence_key).await.map_err(fail)?;
+            Ok(Response::new(pb::DeleteLicenceResponse {}))
+        })
+        .await
     }
 
     async fn ban_licence(
         &self,
         req: Request<pb::BanLicenceRequest>,
     ) -> Result<Response<pb::Licence>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let lic =
-            self.core.set_licence_banned(scope, &req.get_ref().licence_key, true).await.map_err(fail)?;
-        Ok(Response::new(convert::licence(lic)))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let lic =
+                self.core.set_licence_banned(scope, &req.get_ref().licence_key, true).await.map_err(fail)?;
+            Ok(Response::new(convert::licence(lic)))
+        })
+        .await
     }
 
     async fn unban_licence(
         &self,
         req: Request<pb::UnbanLicenceRequest>,
     ) -> Result<Response<pb::Licence>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let lic =
-            self.core.set_licence_banned(scope, &req.get_ref().licence_key, false).await.map_err(fail)?;
-        Ok(Response::new(convert::licence(lic)))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let lic =
+                self.core.set_licence_banned(scope, &req.get_ref().licence_key, false).await.map_err(fail)?;
+            Ok(Response::new(convert::licence(lic)))
+        })
+        .await
     }
 
     async fn list_users(
         &self,
         req: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let r = req.into_inner();
-        let page = self.core.list_users(scope, r.page_size, &r.page_token).await.map_err(fail)?;
-        Ok(Response::new(pb::ListUsersResponse {
-            users: page.items.into_iter().map(convert::user).collect(),
-            next_page_token: page.next_page_token,
-        }))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let r = req.into_inner();
+            let page = self.core.list_users(scope, r.page_size, &r.page_token).await.map_err(fail)?;
+            Ok(Response::new(pb::ListUsersResponse {
+                users: page.items.into_iter().map(convert::user).collect(),
+                next_page_token: page.next_page_token,
+            }))
+        })
+        .await
     }
 
     async fn delete_user(
         &self,
         req: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        self.core.delete_user(scope, req.get_ref().user_id).await.map_err(fail)?;
-        Ok(Response::new(pb::DeleteUserResponse {}))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            self.core.delete_user(scope, req.get_ref().user_id).await.map_err(fail)?;
+            Ok(Response::new(pb::DeleteUserResponse {}))
+        })
+        .await
     }
 
     async fn reset_hwid(&self, req: Request<pb::ResetHwidRequest>) -> Result<Response<pb::User>, Status> {
-        let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
-        let user = self.core.reset_hwid(scope, req.get_ref().user_id).await.map_err(fail)?;
-        Ok(Response::new(convert::user(user)))
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let user = self.core.reset_hwid(scope, req.get_ref().user_id).await.map_err(fail)?;
+            Ok(Response::new(convert::user(user)))
+        })
+        .await
     }
 
     async fn upload_file(
@@ -177,18 +213,29 @@ impl DeveloperService for DeveloperApi {
         let bearer = bearer(&req);
         let remote = req.remote_addr();
         let mut stream = req.into_inner();
-        let header = match stream.message().await? {
+        // A stalled uploader must not hold a partial file and a connection for ever.
+        let idle = self.core.settings().request_timeout;
+        let stalled =
+            || fail(CoreError::Unavailable("the upload stalled: no data within the request timeout".into()));
+        let first = tokio::time::timeout(idle, stream.message()).await.map_err(|_| stalled())?;
+        let header = match first? {
             Some(pb::UploadFileRequest { payload: Some(pb::upload_file_request::Payload::Header(h)) }) => h,
             _ => return Err(fail(CoreError::MissingField { field: "header" })),
         };
         let scope = scope_from(remote, bearer, header.scope.as_ref())?;
-        let mut upload = self.core.begin_upload(scope, &header.filename).await.map_err(fail)?;
+        let mut upload =
+            within(idle, async { self.core.begin_upload(scope, &header.filename).await.map_err(fail) })
+                .await?;
         loop {
-            let next = match stream.message().await {
-                Ok(next) => next,
-                Err(status) => {
+            let next = match tokio::time::timeout(idle, stream.message()).await {
+                Ok(Ok(next)) => next,
+                Ok(Err(status)) => {
                     upload.abort().await;
                     return Err(status);
+                }
+                Err(_) => {
+                    upload.abort().await;
+                    return Err(stalled());
                 }
             };
             let result = match next {

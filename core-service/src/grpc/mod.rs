@@ -53,6 +53,21 @@ pub fn to_status(err: &CoreError, token: Option<&str>) -> Status {
     Status::with_error_details_and_metadata(code.grpc_code(), message, details, metadata)
 }
 
+/// Bounds a call's own work: past `limit` it is abandoned (its transaction rolls back) and the
+/// caller gets `unavailable`, so a stuck database cannot pile calls up without end. The client's
+/// own gRPC deadline, when shorter, applies as well.
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            Err(to_status(&CoreError::Unavailable("the call exceeded the request timeout".into()), None))
+        }
+    }
+}
+
 /// The end user's address: the one the edge reported, else the gRPC peer.
 fn client_address(peer: Option<SocketAddr>, origin: Option<&Origin>) -> Result<String, CoreError> {
     match origin.map(|o| o.client_address.as_str()).filter(|a| !a.is_empty()) {

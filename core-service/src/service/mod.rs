@@ -39,6 +39,8 @@ pub struct Settings {
     pub hash_workers: usize,
     /// Argon2 computations allowed to wait for a worker before calls are refused.
     pub hash_queue: usize,
+    /// Longest time one call may work (uploads: longest wait for their next chunk).
+    pub request_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             throttle: ThrottleConfig::default(),
             hash_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             hash_queue: 256,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
