@@ -181,3 +181,21 @@ fn serve_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn serve_fails_within_seconds_when_postgres_is_unreachable() {
+    let sb = Sandbox::new();
+    let start = Instant::now();
+    let out = sb.run(&[
+        "--database-url",
+        "postgres://app:hidden-pw@127.0.0.1:1/nothing",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_error_line(&out);
+    assert!(err.contains("cannot open the database"), "{err}");
+    assert!(!err.contains("hidden-pw"), "the password is not shown: {err}");
+    assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
+}

@@ -25,7 +25,7 @@ pub struct DbConfig {
 
 impl DbConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        DbConfig { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+        DbConfig { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
     }
 
     pub fn is_sqlite(&self) -> bool {
@@ -59,7 +59,22 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, StorageErr
     } else {
         options.max_connections(config.max_connections).min_connections(1);
     }
-    Database::connect(options).await.map_err(StorageError::Connect)
+    Database::connect(options)
+        .await
+        .map_err(|source| StorageError::Connect { url: redact(&config.url), source })
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StorageError> {
@@ -69,8 +84,12 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), StorageError> {
 /// Why the database could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("cannot open the database: {0}")]
-    Connect(#[source] DbErr),
+    #[error("cannot open the database {url}: {source} (is it running, reachable and writable?)")]
+    Connect {
+        url: String,
+        #[source]
+        source: DbErr,
+    },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[source] DbErr),
 }
@@ -86,4 +105,16 @@ impl From<DbErr> for CoreError {
 
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn messages_never_show_a_database_password() {
+        assert_eq!(redact("postgres://app:s3cret@db:5432/lic"), "postgres://app:***@db:5432/lic");
+        assert_eq!(redact("postgres://app@db/lic"), "postgres://app@db/lic");
+        assert_eq!(redact("sqlite://licensing.db?mode=rwc"), "sqlite://licensing.db?mode=rwc");
+    }
 }
