@@ -96,6 +96,26 @@ fn timestamp(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col).timestamp_with_time_zone().not_null().take()
 }
 
+fn index<C: IntoIden>(
+    name: &str,
+    table: impl IntoIden,
+    cols: impl IntoIterator<Item = C>,
+) -> IndexCreateStatement {
+    let mut index = Index::create().name(name).table(table).take();
+    for col in cols {
+        index.col(col);
+    }
+    index
+}
+
+fn unique_index<C: IntoIden>(
+    name: &str,
+    table: impl IntoIden,
+    cols: impl IntoIterator<Item = C>,
+) -> IndexCreateStatement {
+    index(name, table, cols).unique().take()
+}
+
 fn fk(
     name: &str,
     from: (impl IntoIden, impl IntoIden),
@@ -152,13 +172,7 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("idx_api_tokens_developer")
-                    .table(ApiTokens::Table)
-                    .col(ApiTokens::DeveloperId)
-                    .take(),
-            )
+            .create_index(index("idx_api_tokens_developer", ApiTokens::Table, [ApiTokens::DeveloperId]))
             .await?;
 
         manager
@@ -185,11 +199,7 @@ impl MigrationTrait for Migration {
                     .take(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create().name("idx_apps_developer").table(Apps::Table).col(Apps::DeveloperId).take(),
-            )
-            .await?;
+        manager.create_index(index("idx_apps_developer", Apps::Table, [Apps::DeveloperId])).await?;
 
         manager
             .create_table(
@@ -216,15 +226,11 @@ impl MigrationTrait for Migration {
             .await?;
         // Unique (app, username): also the index of every end-user lookup.
         manager
-            .create_index(
-                Index::create()
-                    .name("uq_users_app_username")
-                    .table(Users::Table)
-                    .col(Users::AppId)
-                    .col(Users::Username)
-                    .unique()
-                    .take(),
-            )
+            .create_index(unique_index(
+                "uq_users_app_username",
+                Users::Table,
+                [Users::AppId, Users::Username],
+            ))
             .await?;
 
         manager
@@ -259,20 +265,9 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("idx_licences_app_id")
-                    .table(Licences::Table)
-                    .col(Licences::AppId)
-                    .col(Licences::Id)
-                    .take(),
-            )
+            .create_index(index("idx_licences_app_id", Licences::Table, [Licences::AppId, Licences::Id]))
             .await?;
-        manager
-            .create_index(
-                Index::create().name("idx_licences_user").table(Licences::Table).col(Licences::UserId).take(),
-            )
-            .await?;
+        manager.create_index(index("idx_licences_user", Licences::Table, [Licences::UserId])).await?;
 
         manager
             .create_table(
@@ -295,14 +290,7 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name("idx_app_files_app")
-                    .table(AppFiles::Table)
-                    .col(AppFiles::AppId)
-                    .col(AppFiles::Complete)
-                    .take(),
-            )
+            .create_index(index("idx_app_files_app", AppFiles::Table, [AppFiles::AppId, AppFiles::Complete]))
             .await?;
 
         manager
