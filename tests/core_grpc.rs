@@ -905,7 +905,6 @@ async fn health_and_reflection(backend: Backend) {
         answer.message_response,
         Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
     ));
-    let _ = reason;
     core.stop().await;
 }
 
