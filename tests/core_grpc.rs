@@ -1123,3 +1123,56 @@ async fn calls_are_bounded_by_the_request_timeout() {
     );
     core.stop().await;
 }
+
+/// The database pool is bounded: a burst of concurrent calls queues for connections instead of
+/// opening one each (PostgreSQL, where the server can count them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connections_stay_within_the_pool_bound() {
+    // Unbounded (the default of 16), this burst holds 16 connections at once.
+    let bound: u32 = 3;
+    let Some(core) = TestCore::start_with(Backend::Postgres, |c| c.db.max_connections = bound).await else {
+        return;
+    };
+    let fx = core.fixture("dev-pool").await;
+    // An API token: no Argon2 per call, so the calls reach the database together.
+    let token = core.core.add_token("dev-pool").await.expect("token").token;
+    let db_name = core.db.url.rsplit('/').next().expect("database name").to_owned();
+    let channel = core.channel().await;
+    let mut calls = Vec::new();
+    for _ in 0..200 {
+        let mut dev = pb::developer_service_client::DeveloperServiceClient::new(channel.clone());
+        let mut req = Request::new(pb::ListUsersRequest {
+            scope: Some(pb::AppScope { app_secret: fx.secret.clone(), developer: None, origin: None }),
+            page_size: 0,
+            page_token: String::new(),
+        });
+        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+        calls.push(tokio::spawn(async move { dev.list_users(req).await }));
+    }
+    // Watch the server's own count of connections to this database while the burst runs.
+    let admin = sea_orm::Database::connect(core.db.url.as_str()).await.expect("observer");
+    let mut most = 0i64;
+    for _ in 0..20 {
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            &admin,
+            sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                format!(
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{db_name}' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ),
+            ),
+        )
+        .await
+        .expect("count")
+        .expect("row");
+        most = most.max(row.try_get::<i64>("", "n").expect("n"));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for c in calls {
+        c.await.expect("task").expect("every queued call is served");
+    }
+    assert!(most >= 2, "the burst reached the database concurrently: saw {most}");
+    assert!(most <= i64::from(bound), "at most the pool bound: saw {most}");
+    admin.close().await.ok();
+    core.stop().await;
+}
