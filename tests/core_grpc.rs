@@ -1150,7 +1150,10 @@ async fn database_connections_stay_within_the_pool_bound() {
         calls.push(tokio::spawn(async move { dev.list_users(req).await }));
     }
     // Watch the server's own count of connections to this database while the burst runs.
-    let admin = sea_orm::Database::connect(core.db.url.as_str()).await.expect("observer");
+    // One connection, so `pg_backend_pid()` excludes the whole observer.
+    let mut observer = sea_orm::ConnectOptions::new(core.db.url.clone());
+    observer.max_connections(1).min_connections(1);
+    let admin = sea_orm::Database::connect(observer).await.expect("observer");
     let mut most = 0i64;
     for _ in 0..20 {
         let row = sea_orm::ConnectionTrait::query_one_raw(
