@@ -951,6 +951,8 @@ async fn password_work_is_isolated_and_bounded() {
     let Some(core) = TestCore::start_with(Backend::Sqlite, |c| {
         c.settings.hash_workers = 1;
         c.settings.hash_queue = 6;
+        // Every login must reach Argon2 here.
+        c.settings.credential_cache = std::time::Duration::ZERO;
     })
     .await
     else {
@@ -1074,6 +1076,7 @@ fn tokio_stream_from(
 async fn calls_are_bounded_by_the_request_timeout() {
     let Some(core) = TestCore::start_with(Backend::Sqlite, |c| {
         c.settings.request_timeout = std::time::Duration::from_millis(300);
+        c.settings.credential_cache = std::time::Duration::ZERO;
     })
     .await
     else {
@@ -1177,5 +1180,43 @@ async fn database_connections_stay_within_the_pool_bound() {
     assert!(most >= 2, "the burst reached the database concurrently: saw {most}");
     assert!(most <= i64::from(bound), "at most the pool bound: saw {most}");
     admin.close().await.ok();
+    core.stop().await;
+}
+
+/// Frequent heartbeats skip Argon2 once the password verified; a wrong password never does, and a
+/// new account under a deleted name is never taken for the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_successes_make_heartbeats_cheap_without_weakening_checks() {
+    let Some(core) = TestCore::start(Backend::Sqlite).await else { return };
+    let fx = core.fixture("dev-cache").await;
+    register(&core, &fx, "regular", "HW", "").await.expect("register");
+    let mut client = core.client().await;
+    let beat =
+        |password: &str| pb::HeartbeatRequest { auth: fx.user("regular", password, "HW"), origin: None };
+    let start = core.core.password_work();
+    for _ in 0..5 {
+        client.heartbeat(beat("regular-pw")).await.expect("heartbeat");
+    }
+    assert_eq!(core.core.password_work() - start, 1, "one Argon2 check for five heartbeats");
+    for _ in 0..2 {
+        expect_code(client.heartbeat(beat("not-it")).await, "invalid_credentials");
+    }
+    assert_eq!(core.core.password_work() - start, 3, "wrong passwords always pay");
+    // HWID and licence checks still run on every call.
+    expect_code(
+        client
+            .heartbeat(pb::HeartbeatRequest { auth: fx.user("regular", "regular-pw", "OTHER"), origin: None })
+            .await,
+        "hwid_mismatch",
+    );
+    // Delete and re-create the account with the same password: the old success does not carry over.
+    let mut dev = core.developer().await;
+    let id = all_users(&core, &fx).await[0].id;
+    dev.delete_user(pb::DeleteUserRequest { scope: fx.scope(), user_id: id }).await.expect("delete");
+    expect_code(client.heartbeat(beat("regular-pw")).await, "invalid_credentials");
+    register(&core, &fx, "regular", "HW", "").await.expect("register again");
+    let before = core.core.password_work();
+    client.heartbeat(beat("regular-pw")).await.expect("heartbeat");
+    assert_eq!(core.core.password_work() - before, 1, "the new account's hash is checked afresh");
     core.stop().await;
 }

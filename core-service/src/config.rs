@@ -123,6 +123,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CORE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// Seconds a successful password check is remembered in memory, so frequent heartbeats skip
+    /// Argon2 (0 disables).
+    #[arg(long, env = "CORE_CREDENTIAL_CACHE_SECS", default_value_t = 300)]
+    pub credential_cache_secs: u64,
+
     /// Largest binary `upload_file` accepts, in bytes.
     #[arg(long, env = "CORE_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: u64,
@@ -153,6 +158,7 @@ impl ServeArgs {
             default_offline_grace: Duration::from_secs(self.default_offline_grace_secs),
             max_upload_bytes: self.max_upload_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            credential_cache: Duration::from_secs(self.credential_cache_secs),
             throttle: ThrottleConfig {
                 per_username: self.throttle_username_limit,
                 per_address: self.throttle_address_limit,

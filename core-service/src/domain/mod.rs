@@ -1,5 +1,6 @@
 //! The licensing rules and the types they speak: no gRPC and no SQL in here.
 
+pub mod credential_cache;
 mod error;
 mod fields;
 pub mod licence;

@@ -9,7 +9,7 @@ use std::sync::{
 use argon2::{Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier};
 use tokio::sync::Semaphore;
 
-use super::{CoreError, Password};
+use super::{CoreError, Password, credential_cache::CredentialCache};
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -25,12 +25,22 @@ struct Inner {
     /// Verified against when the user does not exist, so an unknown username costs the same
     /// Argon2 work as a wrong password.
     dummy_hash: String,
+    recent: CredentialCache,
 }
 
 impl PasswordHasher {
     /// `workers` hashes run at once; up to `max_queued` more wait; past that, calls are refused
     /// with `unavailable`.
     pub fn new(workers: usize, max_queued: usize) -> Result<Self, CoreError> {
+        Self::with_cache(workers, max_queued, std::time::Duration::ZERO)
+    }
+
+    /// Like `new`, remembering successful verifications for `cache_ttl` (zero: never).
+    pub fn with_cache(
+        workers: usize,
+        max_queued: usize,
+        cache_ttl: std::time::Duration,
+    ) -> Result<Self, CoreError> {
         let dummy_hash = hash_now("not a real password")?;
         Ok(PasswordHasher {
             inner: Arc::new(Inner {
@@ -39,6 +49,7 @@ impl PasswordHasher {
                 queued: AtomicUsize::new(0),
                 max_queued,
                 dummy_hash,
+                recent: CredentialCache::new(cache_ttl, 100_000)?,
             }),
         })
     }
@@ -50,13 +61,22 @@ impl PasswordHasher {
 
     /// Verifies `password` against `hash`, or against a dummy hash when there is none.
     pub async fn verify(&self, password: &Password, hash: Option<&str>) -> Result<bool, CoreError> {
-        let password = password.clone();
-        let (hash, real) = match hash {
+        if let Some(h) = hash
+            && self.inner.recent.verified_recently(h, password.expose())
+        {
+            return Ok(true);
+        }
+        let pw = password.clone();
+        let (stored, real) = match hash {
             Some(h) => (h.to_owned(), true),
             None => (self.inner.dummy_hash.clone(), false),
         };
-        let ok = self.run(move || verify_now(password.expose(), &hash)).await?;
-        Ok(ok && real)
+        let checked = stored.clone();
+        let ok = self.run(move || verify_now(pw.expose(), &checked)).await? && real;
+        if ok {
+            self.inner.recent.remember(&stored, password.expose());
+        }
+        Ok(ok)
     }
 
     async fn run<T: Send + 'static>(
@@ -105,6 +125,22 @@ fn verify_now(password: &str, hash: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_recent_success_skips_argon2_but_a_wrong_password_never_does() {
+        let hasher = PasswordHasher::with_cache(1, 16, std::time::Duration::from_secs(60)).expect("hasher");
+        let pw = Password::parse("password", "right").expect("valid");
+        let hash = hasher.hash(&pw).await.expect("hash");
+        let start = hasher.computed();
+        assert!(hasher.verify(&pw, Some(&hash)).await.expect("verify"));
+        assert!(hasher.verify(&pw, Some(&hash)).await.expect("verify"));
+        assert_eq!(hasher.computed() - start, 1, "the second check came from the cache");
+        let wrong = Password::parse("password", "wrong").expect("valid");
+        for _ in 0..2 {
+            assert!(!hasher.verify(&wrong, Some(&hash)).await.expect("verify"));
+        }
+        assert_eq!(hasher.computed() - start, 3, "wrong passwords always cost the full work");
+    }
 
     #[tokio::test]
     async fn hashes_are_argon2id_and_verify() {

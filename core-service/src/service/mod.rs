@@ -41,6 +41,9 @@ pub struct Settings {
     pub hash_queue: usize,
     /// Longest time one call may work (uploads: longest wait for their next chunk).
     pub request_timeout: Duration,
+    /// How long a successful password check is remembered (zero: never), so frequent heartbeats
+    /// skip Argon2.
+    pub credential_cache: Duration,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             hash_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             hash_queue: 256,
             request_timeout: Duration::from_secs(30),
+            credential_cache: Duration::from_secs(300),
         }
     }
 }
@@ -68,7 +72,11 @@ pub struct Core {
 impl Core {
     pub fn new(db: DatabaseConnection, settings: Settings) -> Result<Self, CoreError> {
         Ok(Core {
-            hasher: PasswordHasher::new(settings.hash_workers, settings.hash_queue)?,
+            hasher: PasswordHasher::with_cache(
+                settings.hash_workers,
+                settings.hash_queue,
+                settings.credential_cache,
+            )?,
             throttle: Throttle::new(settings.throttle.clone()),
             db,
             settings,
