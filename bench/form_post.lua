@@ -1,7 +1,20 @@
--- wrk script: POST one legacy form body (BODY env var) to the URL given on the command line.
+-- wrk script: POST legacy form bodies to the URL given on the command line. BODY is the form;
+-- when USERS is set, `{user}` in BODY cycles through bench-user-1 .. bench-user-USERS, so the load
+-- spreads over many accounts as real heartbeats do.
 wrk.method = "POST"
-wrk.body = os.getenv("BODY")
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+local body = os.getenv("BODY")
+local users = tonumber(os.getenv("USERS") or "0")
+local counter = 0
+
+request = function()
+  counter = counter + 1
+  local b = body
+  if users > 0 then
+    b = string.gsub(body, "{user}", "bench-user-" .. ((counter % users) + 1))
+  end
+  return wrk.format(nil, nil, nil, b)
+end
 
 done = function(summary, latency, requests)
   io.write(string.format("requests: %d, non-2xx: %d, socket errors: %d\n", summary.requests,

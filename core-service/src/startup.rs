@@ -156,7 +156,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(ClientServiceServer::new(ClientApi::new(self.core.clone())))
             .add_service(DeveloperServiceServer::new(DeveloperApi::new(self.core.clone())))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+            .serve_with_incoming_shutdown(incoming_nodelay(self.listener), signal);
 
         tracing::info!(addr = %self.addr, tls = self.tls, "core-service listening");
         let grace = self.shutdown_grace;
@@ -170,6 +170,21 @@ impl Application {
         self.core.db().clone().close().await.ok();
         Ok(())
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic only sets `TCP_NODELAY` on listeners it
+/// binds itself; left on, a reply's data and trailers frames can wait for the peer's delayed ACK,
+/// adding about 40 ms to every call.
+fn incoming_nodelay(
+    listener: TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 /// Reads and parses the certificate and key, so each kind of mistake gets its own message naming

@@ -89,6 +89,12 @@ impl Gateway {
             .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let local_addr =
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (Linux): warp gives no hook to
+        // set it per connection, and with Nagle on a reply written in two pieces can wait for the
+        // client's delayed ACK.
+        if let Err(error) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on the listener");
+        }
         let state = State {
             client: ClientServiceClient::new(channel.clone()),
             developer: DeveloperServiceClient::new(channel),
@@ -211,6 +217,7 @@ async fn serve_tls(
             },
             () = &mut stopping => break,
         };
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(WithPeer { inner: service.clone(), peer });
         // Taken before the handshake, so shutdown also waits for connections still shaking hands.
