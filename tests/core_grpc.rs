@@ -1220,3 +1220,53 @@ async fn recent_successes_make_heartbeats_cheap_without_weakening_checks() {
     assert_eq!(core.core.password_work() - before, 1, "the new account's hash is checked afresh");
     core.stop().await;
 }
+
+/// A client that hangs up mid-upload leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_leaves_no_rows() {
+    let Some(core) = TestCore::start(Backend::Sqlite).await else { return };
+    let fx = core.fixture("dev-hangup").await;
+    let mut dev = core.developer().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadFileRequest>(4);
+    tx.send(pb::UploadFileRequest {
+        payload: Some(pb::upload_file_request::Payload::Header(pb::UploadFileHeader {
+            scope: fx.scope(),
+            filename: "partial.bin".into(),
+        })),
+    })
+    .await
+    .expect("header");
+    let call = tokio::spawn(async move { dev.upload_file(tokio_stream_from(rx)).await });
+    for _ in 0..3 {
+        tx.send(pb::UploadFileRequest {
+            payload: Some(pb::upload_file_request::Payload::Chunk(vec![9; 300_000])),
+        })
+        .await
+        .expect("chunk");
+    }
+    use core_service::storage::entities::{app_file, file_chunk};
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let db = core.core.db().clone();
+    assert!(
+        common::eventually(10, || {
+            let db = db.clone();
+            async move { file_chunk::Entity::find().count(&db).await.unwrap_or(0) > 0 }
+        })
+        .await,
+        "the upload was under way"
+    );
+    call.abort();
+    drop(tx);
+    assert!(
+        common::eventually(10, || {
+            let db = db.clone();
+            async move {
+                app_file::Entity::find().count(&db).await.unwrap_or(1) == 0
+                    && file_chunk::Entity::find().count(&db).await.unwrap_or(1) == 0
+            }
+        })
+        .await,
+        "the partial file and its chunks were removed"
+    );
+    core.stop().await;
+}

@@ -10,8 +10,11 @@ use crate::{
 };
 
 /// An upload in progress. Bytes are stored as they arrive; the file becomes the one `download`
-/// serves only when `finish` succeeds. Dropped unfinished, its rows are removed by `abort`.
+/// serves only when `finish` succeeds. Abandoned any other way (an error, `abort`, or the call
+/// dropped because the client went away), what was stored is removed.
 pub struct Upload {
+    /// Set once the rows no longer need removing: finished, or already removed.
+    settled: bool,
     db: DatabaseConnection,
     app_id: i64,
     file_id: i64,
@@ -29,6 +32,7 @@ impl Core {
         let app = self.authorize_upload(scope).await?;
         let file = queries::create_file(&self.db, app.id, filename).await?;
         Ok(Upload {
+            settled: false,
             db: self.db.clone(),
             app_id: app.id,
             file_id: file.id,
@@ -86,15 +90,35 @@ impl Upload {
             }
         };
         txn.commit().await?;
+        self.settled = true;
         tracing::info!(app_id = self.app_id, size, "binary uploaded");
         Ok(FileView::from(&done))
     }
 
     /// Removes what was stored of an upload that will not finish.
-    pub async fn abort(self) {
-        if let Err(e) = queries::remove_file(&self.db, self.file_id).await {
-            tracing::warn!(error = %e, file_id = self.file_id, "cannot remove an aborted upload");
+    pub async fn abort(mut self) {
+        self.settled = true;
+        remove_partial(&self.db, self.file_id).await;
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
         }
+        // Dropped mid-way (the client hung up and the call was cancelled): clean up in the
+        // background, since Drop cannot wait.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (db, file_id) = (self.db.clone(), self.file_id);
+            runtime.spawn(async move { remove_partial(&db, file_id).await });
+        }
+    }
+}
+
+async fn remove_partial(db: &DatabaseConnection, file_id: i64) {
+    if let Err(e) = queries::remove_file(db, file_id).await {
+        tracing::warn!(error = %e, file_id, "cannot remove an abandoned upload");
     }
 }
 
