@@ -95,13 +95,7 @@ async fn app_data_and_settings(backend: Backend) {
 
 async fn developer_errors(backend: Backend) {
     // Each action is tried from its own address, so the failures stay under the throttle.
-    let Some(stack) = TestStack::start_with(
-        backend,
-        |_| {},
-        |g| g.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")],
-    )
-    .await
-    else {
+    let Some(stack) = TestStack::trusting_loopback_proxy(backend, |_| {}).await else {
         return;
     };
     let fx = stack.fixture("dev-owner").await;

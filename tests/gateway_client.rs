@@ -838,13 +838,7 @@ async fn paths_methods_and_actions(backend: Backend) {
 }
 
 async fn throttling_per_username(backend: Backend) {
-    let Some(stack) = TestStack::start_with(
-        backend,
-        |_| {},
-        |g| g.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")],
-    )
-    .await
-    else {
+    let Some(stack) = TestStack::trusting_loopback_proxy(backend, |_| {}).await else {
         return;
     };
     let fx = stack.fixture("dev-throttle").await;
@@ -966,12 +960,8 @@ async fn throttling_per_username(backend: Backend) {
 }
 
 async fn throttling_per_address(backend: Backend) {
-    let Some(stack) = TestStack::start_with(
-        backend,
-        |c| c.settings.throttle.per_address = 5,
-        |g| g.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")],
-    )
-    .await
+    let Some(stack) =
+        TestStack::trusting_loopback_proxy(backend, |c| c.settings.throttle.per_address = 5).await
     else {
         return;
     };

@@ -269,6 +269,18 @@ impl TestStack {
         Some(TestStack { core, gw })
     }
 
+    /// A stack whose gateway believes `X-Forwarded-For` from loopback, so each test request can
+    /// claim its own client address.
+    pub async fn trusting_loopback_proxy(
+        backend: Backend,
+        core_tweak: impl FnOnce(&mut CoreConfig),
+    ) -> Option<TestStack> {
+        TestStack::start_with(backend, core_tweak, |g| {
+            g.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")]
+        })
+        .await
+    }
+
     pub async fn fixture(&self, developer: &str) -> Fixture {
         self.core.fixture(developer).await
     }
