@@ -98,6 +98,71 @@ on_both_backends! {
     throttling => throttling;
     client_field_errors => client_field_errors;
     health_and_reflection => health_and_reflection;
+    streamed_listings => streamed_listings;
+}
+
+/// Every licence and user arrives once, in id order, a page per message, from one snapshot taken
+/// after one authentication; a bad caller fails the call before any message.
+async fn streamed_listings(backend: Backend) {
+    let Some(core) = TestCore::start(backend).await else { return };
+    let fx = core.fixture("dev-stream").await;
+    let mut created: Vec<String> = Vec::new();
+    for _ in 0..5 {
+        created.extend(create_keys(&core, &fx, 1, 2, 10).await.into_iter().map(|l| l.key));
+    }
+    for name in ["sam1", "sam2", "sam3"] {
+        register(&core, &fx, name, "HW", "").await.expect("register");
+    }
+    let mut dev = core.developer().await;
+
+    let mut pages = dev
+        .stream_licences(pb::StreamLicencesRequest { scope: fx.scope(), page_size: 2 })
+        .await
+        .expect("stream")
+        .into_inner();
+    let first = pages.message().await.expect("first page").expect("a page");
+    assert_eq!(first.licences.len(), 2);
+    // Written after the stream started: the snapshot must not show it.
+    let late = create_keys(&core, &fx, 1, 2, 10).await;
+    let mut keys: Vec<String> = first.licences.into_iter().map(|l| l.key).collect();
+    let mut messages = 1;
+    while let Some(page) = pages.message().await.expect("page") {
+        assert!(page.next_page_token.is_empty());
+        assert!(page.licences.len() <= 2);
+        messages += 1;
+        keys.extend(page.licences.into_iter().map(|l| l.key));
+    }
+    assert_eq!(keys, created, "every licence once, in id order, none written after the start");
+    assert!(messages >= 3);
+    assert!(!keys.contains(&late[0].key));
+
+    let mut users = dev
+        .stream_users(pb::StreamUsersRequest { scope: fx.scope(), page_size: 0 })
+        .await
+        .expect("stream users")
+        .into_inner();
+    let mut names = Vec::new();
+    while let Some(page) = users.message().await.expect("page") {
+        names.extend(page.users.into_iter().map(|u| u.username));
+    }
+    assert_eq!(names, ["sam1", "sam2", "sam3"]);
+
+    let mut wrong = fx.scope();
+    if let Some(d) = wrong.as_mut().and_then(|s| s.developer.as_mut()) {
+        d.password = "wrong".into();
+    }
+    expect_code(
+        dev.stream_licences(pb::StreamLicencesRequest { scope: wrong.clone(), page_size: 0 }).await,
+        "invalid_developer",
+    );
+    expect_code(
+        dev.stream_users(pb::StreamUsersRequest { scope: wrong, page_size: 0 }).await,
+        "invalid_developer",
+    );
+    expect_code(
+        dev.stream_licences(pb::StreamLicencesRequest { scope: fx.scope(), page_size: 1001 }).await,
+        "invalid_field",
+    );
 }
 
 async fn end_user_flow(backend: Backend) {

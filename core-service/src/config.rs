@@ -19,9 +19,16 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
 
-    /// Most database connections (PostgreSQL; SQLite always uses one).
-    #[arg(long, env = "CORE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    /// Most database connections (PostgreSQL; SQLite always writes through one).
+    #[arg(long, env = "CORE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
+
+    /// Read-only SQLite connections beside the one writer, so reads never queue behind a
+    /// write's fsync (0: reads share the writer). PostgreSQL reads use its one pool.
+    #[arg(long, env = "CORE_DB_READ_CONNECTIONS", default_value_t = 4, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub db_read_connections: u32,
 
     #[command(subcommand)]
     pub command: Command,
@@ -172,6 +179,10 @@ impl ServeArgs {
 
 impl Cli {
     pub fn db_config(&self) -> DbConfig {
-        DbConfig { max_connections: self.db_max_connections, ..DbConfig::new(self.database_url.clone()) }
+        DbConfig {
+            max_connections: self.db_max_connections,
+            read_connections: self.db_read_connections,
+            ..DbConfig::new(self.database_url.clone())
+        }
     }
 }

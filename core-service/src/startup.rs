@@ -167,7 +167,7 @@ impl Application {
                 tokio::time::sleep(grace).await;
             } => tracing::warn!("shutdown grace elapsed with calls still in flight"),
         }
-        self.core.db().clone().close().await.ok();
+        self.core.store().clone().close().await;
         Ok(())
     }
 }

@@ -69,7 +69,7 @@ async fn scenario(url: String) {
     core.add_developer("crash-dev", "crash-pw").await.expect("developer");
     let app = core.add_app("crash-dev", "Crash", None).await.expect("app");
     drop(core);
-    db.close().await.ok();
+    db.close().await;
     let secret = app.secret;
     let s = secret.clone();
     let scope = move || {

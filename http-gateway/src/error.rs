@@ -16,7 +16,7 @@ use warp::{
 
 /// Header carrying the core's signed response token.
 pub const RESPONSE_TOKEN_HEADER: &str = "x-response-token";
-const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// A failure answer of the legacy API.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod client_addr;
 pub mod config;
 pub mod error;
 pub mod forms;
+mod listing;
 mod replies;
 mod routes;
 pub mod startup;

@@ -27,7 +27,7 @@ use crate::{
     client_addr::client_address,
     error::{ApiError, handle_rejection},
     forms::{Caller, Form, FromForm},
-    replies,
+    listing, replies,
     transfer::{self, BodyStream},
 };
 
@@ -396,34 +396,22 @@ async fn admin_action(
             success()
         }
         AdminAction::GetLicences => {
-            let mut request = v1::ListLicencesRequest::from_form(form, caller)?;
-            let mut rows = Vec::new();
-            loop {
-                let page = state
-                    .within_timeout(core.list_licences(state.request(request.clone())))
-                    .await
-                    .map_err(developer_error)?;
-                rows.extend(page.licences.into_iter().map(replies::licence_row));
-                if !next_page(&mut request.page_token, page.next_page_token)? {
-                    break;
-                }
-            }
-            Ok(replies::ok(&rows))
+            let request = v1::ListLicencesRequest::from_form(form, caller)?;
+            let request = v1::StreamLicencesRequest { scope: request.scope, page_size: LIST_PAGE_SIZE };
+            let pages = state
+                .within_timeout(core.stream_licences(state.request(request)))
+                .await
+                .map_err(developer_error)?;
+            listing::json_array(pages, state.core_timeout, licence_rows, ApiError::from_status).await
         }
         AdminAction::GetUsers => {
-            let mut request = v1::ListUsersRequest::from_form(form, caller)?;
-            let mut rows = Vec::new();
-            loop {
-                let page = state
-                    .within_timeout(core.list_users(state.request(request.clone())))
-                    .await
-                    .map_err(developer_error)?;
-                rows.extend(page.users.into_iter().map(replies::user_row));
-                if !next_page(&mut request.page_token, page.next_page_token)? {
-                    break;
-                }
-            }
-            Ok(replies::ok(&rows))
+            let request = v1::ListUsersRequest::from_form(form, caller)?;
+            let request = v1::StreamUsersRequest { scope: request.scope, page_size: LIST_PAGE_SIZE };
+            let pages = state
+                .within_timeout(core.stream_users(state.request(request)))
+                .await
+                .map_err(developer_error)?;
+            listing::json_array(pages, state.core_timeout, user_rows, ApiError::from_status).await
         }
         AdminAction::CreateLicences => {
             let request = state.request(v1::CreateLicencesRequest::from_form(form, caller)?);
@@ -462,17 +450,16 @@ async fn admin_action(
     }
 }
 
-/// Moves to the next page; `false` after the last. A core repeating a token would loop forever.
-fn next_page(current: &mut String, next: String) -> Result<bool, ApiError> {
-    if next.is_empty() {
-        return Ok(false);
-    }
-    if next == *current {
-        tracing::warn!("core repeated a page token");
-        return Err(ApiError::internal());
-    }
-    *current = next;
-    Ok(true)
+/// Rows per streamed page: large enough that per-message costs vanish, small enough that a page
+/// in flight stays a few hundred KiB.
+const LIST_PAGE_SIZE: u32 = 1000;
+
+fn licence_rows(page: v1::ListLicencesResponse) -> Vec<replies::LicenceRow> {
+    page.licences.into_iter().map(replies::licence_row).collect()
+}
+
+fn user_rows(page: v1::ListUsersResponse) -> Vec<replies::UserRow> {
+    page.users.into_iter().map(replies::user_row).collect()
 }
 
 #[cfg(test)]
@@ -500,14 +487,5 @@ mod tests {
         let empty = Form::parse_urlencoded(b"action=");
         assert_eq!(action_in(&empty).or_else(|| action_in(&body)).as_deref(), Some("register"));
         assert_eq!(action_in(&Form::default()), None);
-    }
-
-    #[test]
-    fn page_tokens_advance_and_stop() {
-        let mut token = String::new();
-        assert!(next_page(&mut token, "p2".into()).unwrap());
-        assert_eq!(token, "p2");
-        assert!(next_page(&mut token, "p2".into()).is_err());
-        assert!(!next_page(&mut token, String::new()).unwrap());
     }
 }

@@ -30,6 +30,21 @@ use tonic_types::{ErrorDetails, StatusExt};
 // The fake core
 // ---------------------------------------------------------------------------------------------
 
+fn licence(id: i64) -> v1::Licence {
+    v1::Licence {
+        id,
+        key: format!("KEY-{id:05}"),
+        used_by: (id == 1).then(|| "bob".to_owned()),
+        in_use: id == 1,
+        expire_time: ts(1_893_456_000),
+        created: ts(1_700_000_000),
+        access: 2,
+        redeemed: id <= 2,
+        redeemed_at: (id <= 2).then_some(prost_types::Timestamp { seconds: 1_700_000_060, nanos: 0 }),
+        banned: id == 2,
+    }
+}
+
 const FILE_SIZE: usize = 1024 * 1024 + 3;
 const LICENCES: i64 = 2500;
 /// Size of each direction of the memory check; far more than the gateway may hold.
@@ -272,33 +287,33 @@ impl DeveloperService for Fake {
 
     async fn list_licences(
         &self,
-        request: Request<v1::ListLicencesRequest>,
+        _request: Request<v1::ListLicencesRequest>,
     ) -> Result<Response<v1::ListLicencesResponse>, Status> {
+        Err(Status::unimplemented("the gateway streams listings"))
+    }
+
+    type StreamLicencesStream = Pin<Box<dyn Stream<Item = Result<v1::ListLicencesResponse, Status>> + Send>>;
+
+    async fn stream_licences(
+        &self,
+        request: Request<v1::StreamLicencesRequest>,
+    ) -> Result<Response<Self::StreamLicencesStream>, Status> {
         self.record_scope(request.get_ref().scope.as_ref())?;
-        let message = request.into_inner();
-        self.seen.lock().unwrap().page_requests.push((message.page_size, message.page_token.clone()));
-        let start: i64 = if message.page_token.is_empty() {
-            1
-        } else {
-            message.page_token.parse().map_err(|_| Status::invalid_argument("token"))?
-        };
-        let end = (start + i64::from(message.page_size)).min(LICENCES + 1);
-        let licences = (start..end)
-            .map(|id| v1::Licence {
-                id,
-                key: format!("KEY-{id:05}"),
-                used_by: (id == 1).then(|| "bob".to_owned()),
-                in_use: id == 1,
-                expire_time: ts(1_893_456_000),
-                created: ts(1_700_000_000),
-                access: 2,
-                redeemed: id <= 2,
-                redeemed_at: (id <= 2).then_some(prost_types::Timestamp { seconds: 1_700_000_060, nanos: 0 }),
-                banned: id == 2,
-            })
-            .collect();
-        let next_page_token = if end <= LICENCES { end.to_string() } else { String::new() };
-        Ok(Response::new(v1::ListLicencesResponse { licences, next_page_token }))
+        let page_size = i64::from(request.get_ref().page_size);
+        self.seen.lock().unwrap().page_requests.push((request.get_ref().page_size, String::new()));
+        let fail_midway = self.name == "fails-midway";
+        let pages =
+            (0..).map(move |n| 1 + n * page_size).take_while(|start| *start <= LICENCES).map(move |start| {
+                if fail_midway && start > 1 {
+                    return Err(failure(ErrorCode::Unavailable, "the database went away", None));
+                }
+                let end = (start + page_size).min(LICENCES + 1);
+                Ok(v1::ListLicencesResponse {
+                    licences: (start..end).map(licence).collect(),
+                    next_page_token: String::new(),
+                })
+            });
+        Ok(Response::new(Box::pin(futures_util::stream::iter(pages.collect::<Vec<_>>()))))
     }
 
     async fn create_licences(
@@ -346,10 +361,19 @@ impl DeveloperService for Fake {
 
     async fn list_users(
         &self,
-        request: Request<v1::ListUsersRequest>,
+        _request: Request<v1::ListUsersRequest>,
     ) -> Result<Response<v1::ListUsersResponse>, Status> {
+        Err(Status::unimplemented("the gateway streams listings"))
+    }
+
+    type StreamUsersStream = Pin<Box<dyn Stream<Item = Result<v1::ListUsersResponse, Status>> + Send>>;
+
+    async fn stream_users(
+        &self,
+        request: Request<v1::StreamUsersRequest>,
+    ) -> Result<Response<Self::StreamUsersStream>, Status> {
         self.record_scope(request.get_ref().scope.as_ref())?;
-        Ok(Response::new(v1::ListUsersResponse {
+        let page = v1::ListUsersResponse {
             users: vec![v1::User {
                 id: 4,
                 username: "eve".into(),
@@ -362,7 +386,8 @@ impl DeveloperService for Fake {
                 has_licence: false,
             }],
             next_page_token: String::new(),
-        }))
+        };
+        Ok(Response::new(Box::pin(futures_util::stream::iter([Ok(page)]))))
     }
 
     async fn delete_user(
@@ -641,6 +666,25 @@ async fn download_streams_the_binary() {
 }
 
 #[tokio::test]
+async fn a_listing_that_fails_midway_is_cut_not_passed_off_as_complete() {
+    let core = start_core("fails-midway").await;
+    let gateway = start_gateway(GatewayConfig::local(&format!("http://{}", core.addr))).await;
+    let creds = "developer_username=dev&develoer_password=pw&app_secret=S";
+    let sent = Client::new()
+        .post(gateway.url("/api/admin.php?action=get_licences"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(creds)
+        .send()
+        .await;
+    // The first page arrived, so the answer had started: the connection is cut, before or after
+    // the head went out, but a complete body never arrives.
+    if let Ok(response) = sent {
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.bytes().await.is_err(), "the body must not end as if complete");
+    }
+}
+
+#[tokio::test]
 async fn developer_actions_translate_both_ways() {
     let core = start_core("a").await;
     let gateway = start_gateway(GatewayConfig::local(&format!("http://{}", core.addr))).await;
@@ -673,7 +717,7 @@ async fn developer_actions_translate_both_ways() {
     assert_eq!(token(&response), None);
     assert_eq!(json(response).await["status"], "invalid_developer");
 
-    // get_licences pages through everything.
+    // get_licences streams every page into one array.
     let response = post(&gateway, "/api/admin.php?action=get_licences", creds).await;
     assert_eq!(response.status(), StatusCode::OK);
     let rows = json(response).await;
@@ -689,10 +733,7 @@ async fn developer_actions_translate_both_ways() {
     assert_eq!(rows[1]["banned"], 1);
     assert_eq!(rows[2]["usedby"], serde_json::Value::Null);
     assert_eq!(rows[2]["redeemed_at"], serde_json::Value::Null);
-    assert_eq!(
-        core.seen.lock().unwrap().page_requests,
-        [(1000, String::new()), (1000, "1001".into()), (1000, "2001".into())]
-    );
+    assert_eq!(core.seen.lock().unwrap().page_requests, [(1000, String::new())], "one call for every page");
 
     let response = post(&gateway, "/api/admin.php?action=get_users", creds).await;
     assert_eq!(

@@ -1,6 +1,8 @@
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
+use futures_util::{Stream, StreamExt};
 use licensing::v1::{self as pb, developer_service_server::DeveloperService};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{client_address, convert, to_status, within};
@@ -49,8 +51,51 @@ fn scope_from(
     })
 }
 
+type PageMessages<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>;
+
+/// A streamed listing as gRPC messages, a page each.
+fn page_messages<T: Send + 'static, M>(
+    pages: crate::service::PageStream<T>,
+    message: impl Fn(Vec<T>) -> M + Send + 'static,
+) -> PageMessages<M> {
+    Box::pin(ReceiverStream::new(pages).map(move |page| page.map(&message).map_err(fail)))
+}
+
 #[tonic::async_trait]
 impl DeveloperService for DeveloperApi {
+    type StreamLicencesStream = PageMessages<pb::ListLicencesResponse>;
+    type StreamUsersStream = PageMessages<pb::ListUsersResponse>;
+
+    async fn stream_licences(
+        &self,
+        req: Request<pb::StreamLicencesRequest>,
+    ) -> Result<Response<Self::StreamLicencesStream>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let pages = self.core.stream_licences(scope, req.get_ref().page_size).await.map_err(fail)?;
+            Ok(Response::new(page_messages(pages, |items| pb::ListLicencesResponse {
+                licences: items.into_iter().map(convert::licence).collect(),
+                next_page_token: String::new(),
+            })))
+        })
+        .await
+    }
+
+    async fn stream_users(
+        &self,
+        req: Request<pb::StreamUsersRequest>,
+    ) -> Result<Response<Self::StreamUsersStream>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let pages = self.core.stream_users(scope, req.get_ref().page_size).await.map_err(fail)?;
+            Ok(Response::new(page_messages(pages, |items| pb::ListUsersResponse {
+                users: items.into_iter().map(convert::user).collect(),
+                next_page_token: String::new(),
+            })))
+        })
+        .await
+    }
+
     async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
         within(self.core.settings().request_timeout, async move {
             let scope = scope_of(&req, req.get_ref().scope.as_ref())?;

@@ -54,17 +54,17 @@ impl Core {
     pub async fn add_developer(&self, username: &str, password: &str) -> Result<developer::Model, CoreError> {
         let username = Username::parse("username", username)?;
         let password = Password::parse("password", password)?;
-        if queries::find_developer(&self.db, username.as_str()).await?.is_some() {
+        if queries::find_developer(self.db.writer(), username.as_str()).await?.is_some() {
             return Err(CoreError::UsernameTaken);
         }
         let hash = self.hasher.hash(&password).await?;
-        queries::insert_developer(&self.db, username.as_str(), hash)
+        queries::insert_developer(self.db.writer(), username.as_str(), hash)
             .await
             .map_err(|e| e.or_duplicate(CoreError::UsernameTaken))
     }
 
     async fn developer_named(&self, username: &str) -> Result<developer::Model, CoreError> {
-        queries::find_developer(&self.db, username)
+        queries::find_developer(self.db.writer(), username)
             .await?
             .ok_or(CoreError::NotFound("no developer with that username"))
     }
@@ -92,21 +92,22 @@ impl Core {
             created_at: sea_orm::Set(Utc::now()),
             ..Default::default()
         };
-        Ok(queries::insert_app(&self.db, model).await?.into())
+        Ok(queries::insert_app(self.db.writer(), model).await?.into())
     }
 
     pub async fn add_token(&self, developer: &str) -> Result<TokenCreated, CoreError> {
         let dev = self.developer_named(developer).await?;
         let token = secrets::new_api_token()?;
         let prefix: String = token.chars().take(10).collect();
-        let row = queries::insert_token(&self.db, dev.id, secrets::sha256(token.as_bytes()), prefix).await?;
+        let row = queries::insert_token(self.db.writer(), dev.id, secrets::sha256(token.as_bytes()), prefix)
+            .await?;
         Ok(TokenCreated { id: row.id, developer: dev.username, token })
     }
 
     pub async fn list_tokens(&self, developer: &str) -> Result<Vec<TokenInfo>, CoreError> {
         let dev = self.developer_named(developer).await?;
         let fmt = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
-        Ok(queries::list_tokens(&self.db, dev.id)
+        Ok(queries::list_tokens(self.db.writer(), dev.id)
             .await?
             .into_iter()
             .map(|t| TokenInfo {
@@ -120,7 +121,7 @@ impl Core {
 
     pub async fn revoke_token(&self, developer: &str, token_id: i64) -> Result<(), CoreError> {
         let dev = self.developer_named(developer).await?;
-        if !queries::revoke_token(&self.db, dev.id, token_id).await? {
+        if !queries::revoke_token(self.db.writer(), dev.id, token_id).await? {
             return Err(CoreError::NotFound("the developer has no live token with that id"));
         }
         Ok(())

@@ -3,17 +3,19 @@
 //! Once the app is known, every outcome is signed into a response token.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 
 use super::{Core, UserView, files::Download, standing_of};
 use crate::{
     domain::{
         AppSecret, CoreError, Email, Hwid, LicenceKey, LicenceStatus, Password, Standing, Username,
         parse_nonce,
+        secrets::constant_time_eq,
         throttle::ThrottleKey,
         token::{self, Claims},
     },
     storage::{
+        self,
         entities::{app, licence, user},
         queries::{self, NewUser},
     },
@@ -185,12 +187,12 @@ impl Core {
         }
         self.throttle.check(&user_key(&app, &username, &address))?;
         // Cheap check first, so a taken name costs no Argon2 work; the unique index decides races.
-        if queries::user_exists(&self.db, app.id, username.as_str()).await? {
+        if queries::user_exists(self.db.reader(), app.id, username.as_str()).await? {
             return Err(CoreError::UsernameTaken);
         }
         let password_hash = self.hasher.hash(&password).await?;
 
-        let txn = self.db.begin().await?;
+        let txn = storage::begin(self.db.writer()).await?;
         let outcome = async {
             let user = queries::insert_user(
                 &txn,
@@ -211,18 +213,9 @@ impl Core {
             Ok::<_, CoreError>((user, standing))
         }
         .await;
-        let (user, standing) = match outcome {
-            Ok(done) => {
-                txn.commit().await?;
-                done
-            }
-            Err(e) => {
-                txn.rollback().await?;
-                return Err(e);
-            }
-        };
+        let (user, standing) = storage::settle(txn, outcome).await?;
         // The user exists only now that the transaction committed.
-        let user = queries::find_user(&self.db, app.id, &user.username).await?.unwrap_or(user);
+        let user = queries::find_user(self.db.reader(), app.id, &user.username).await?.unwrap_or(user);
         scope.sub = Some(user.username.clone());
         scope.hwid = user.hwid.clone();
         scope.standing = Some(standing);
@@ -261,7 +254,11 @@ impl Core {
             if done.standing.status == LicenceStatus::Banned {
                 return Err(CoreError::LicenceBanned);
             }
-            let pings = queries::count_ping(&self.db, done.user.id, Utc::now()).await?;
+            let pings = self
+                .pings
+                .count(done.user.id)
+                .await?
+                .ok_or(CoreError::NotFound("the user no longer exists"))?;
             scope.pings = Some(pings);
             Ok((pings, done.standing.status))
         }
@@ -282,18 +279,10 @@ impl Core {
             let key = LicenceKey::parse("licence", &licence)?;
             scope.nonce = parse_nonce(&nonce)?;
             let done = self.authenticate(&mut scope, &auth, &address).await?;
-            let txn = self.db.begin().await?;
-            let redeemed = match redeem_in(&txn, done.app.id, done.user.id, &key, Utc::now()).await {
-                Ok(l) => {
-                    txn.commit().await?;
-                    l
-                }
-                Err(e) => {
-                    txn.rollback().await?;
-                    return Err(e);
-                }
-            };
-            let standing = standing_of(&self.db, done.user.id).await?;
+            let txn = storage::begin(self.db.writer()).await?;
+            let outcome = redeem_in(&txn, done.app.id, done.user.id, &key, Utc::now()).await;
+            let redeemed = storage::settle(txn, outcome).await?;
+            let standing = standing_of(self.db.reader(), done.user.id).await?;
             scope.standing = Some(standing);
             Ok(RedeemOutput {
                 status: standing.status,
@@ -317,9 +306,10 @@ impl Core {
                 LicenceStatus::Active => {}
                 LicenceStatus::None | LicenceStatus::Expired => return Err(CoreError::NoActiveLicence),
             }
-            let file = queries::current_file(&self.db, done.app.id).await?.ok_or(CoreError::NoFile)?;
+            let file =
+                queries::current_file(self.db.reader(), done.app.id).await?.ok_or(CoreError::NoFile)?;
             scope.sha256 = Some(file.sha256.clone());
-            Ok(Download::new(self.db.clone(), &file))
+            Ok(Download::new(self.db.reader().clone(), &file))
         }
         .await;
         scope.reply(result)
@@ -332,13 +322,11 @@ impl Core {
         secret: &AppSecret,
         address: &str,
     ) -> Result<app::Model, CoreError> {
-        let app = queries::find_app_by_secret(&self.db, secret.expose())
+        let app = queries::find_app_by_secret(self.db.reader(), secret.expose())
             .await?
             // The index found it; compare again in constant time in case a backend collation
             // matched loosely.
-            .filter(|a| {
-                crate::domain::secrets::constant_time_eq(a.secret.as_bytes(), secret.expose().as_bytes())
-            });
+            .filter(|a| constant_time_eq(a.secret.as_bytes(), secret.expose().as_bytes()));
         match app {
             Some(app) => {
                 scope.app = Some((app.private_key.clone(), app.offline_grace_secs));
@@ -359,17 +347,27 @@ impl Core {
     ) -> Result<Authenticated, CoreError> {
         let address_key = ThrottleKey::Address(address.to_owned());
         self.throttle.check(&address_key)?;
-        let app = self.identify_app(scope, &auth.secret, address).await?;
+        // The app, the user and their licences in one round trip; the checks below still run in
+        // the contract's order.
+        let found = queries::sign_in(self.db.reader(), auth.secret.expose(), auth.username.as_str())
+            .await?
+            // The index found it; compare again in constant time in case a backend collation
+            // matched loosely.
+            .filter(|s| constant_time_eq(s.app.secret.as_bytes(), auth.secret.expose().as_bytes()));
+        let Some(queries::SignIn { app, user, held }) = found else {
+            self.throttle.record_failure(&[address_key]);
+            return Err(CoreError::InvalidAppSecret);
+        };
+        scope.app = Some((app.private_key.clone(), app.offline_grace_secs));
         if !app.online {
             return Err(CoreError::AppOffline);
         }
         let user_key = user_key(&app, &auth.username, address);
         self.throttle.check(&user_key)?;
 
-        let found = queries::find_user(&self.db, app.id, auth.username.as_str()).await?;
         let verified =
-            self.hasher.verify(&auth.password, found.as_ref().map(|u| u.password_hash.as_str())).await?;
-        let Some(mut user) = found.filter(|_| verified) else {
+            self.hasher.verify(&auth.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let Some(mut user) = user.filter(|_| verified) else {
             self.throttle.record_failure(&[user_key, address_key]);
             return Err(CoreError::InvalidCredentials);
         };
@@ -379,10 +377,10 @@ impl Core {
         if user.hwid.is_none()
             && let Some(hwid) = &auth.hwid
         {
-            user.hwid = queries::bind_hwid(&self.db, user.id, hwid.as_str()).await?;
+            user.hwid = queries::bind_hwid(self.db.writer(), user.id, hwid.as_str()).await?;
         }
         scope.hwid = user.hwid.clone();
-        let standing = standing_of(&self.db, user.id).await?;
+        let standing = Standing::derive(&held, Utc::now());
         scope.standing = Some(standing);
         if let Some(bound) = &user.hwid
             && auth.hwid.as_ref().map(Hwid::as_str) != Some(bound.as_str())

@@ -2,8 +2,11 @@
 //! throttle; the developer's credentials (or API token); the app secret; ownership. They work
 //! while the app is offline.
 
+use std::{future::Future, pin::Pin, sync::Arc};
+
 use chrono::{DateTime, Utc};
-use sea_orm::TransactionTrait;
+use sea_orm::DatabaseTransaction;
+use tokio::sync::mpsc;
 
 use super::{AppView, Core, LicenceView, UserView};
 use crate::{
@@ -13,6 +16,7 @@ use crate::{
         throttle::ThrottleKey,
     },
     storage::{
+        self,
         entities::app,
         queries::{self, NewLicence},
     },
@@ -84,6 +88,20 @@ fn page_params(page_size: u32, page_token: &str) -> Result<(u64, i64), CoreError
     Ok((u64::from(size), after))
 }
 
+/// Pages of a stream: the items, and the id to continue after (none after the last page).
+pub type PageFuture<T> = Pin<Box<dyn Future<Output = Result<(Vec<T>, Option<i64>), CoreError>> + Send>>;
+
+/// The pages of a streamed listing as they are read; an error ends it.
+pub type PageStream<T> = mpsc::Receiver<Result<Vec<T>, CoreError>>;
+
+fn stream_page_size(page_size: u32) -> Result<u64, CoreError> {
+    match page_size {
+        0 => Ok(u64::from(MAX_PAGE_SIZE)),
+        n if n > MAX_PAGE_SIZE => Err(CoreError::invalid("page_size", "page_size must be at most 1000")),
+        n => Ok(u64::from(n)),
+    }
+}
+
 fn next_token(len: usize, size: u64, last_id: Option<i64>) -> String {
     match last_id {
         Some(id) if len as u64 == size => id.to_string(),
@@ -99,7 +117,7 @@ impl Core {
         let developer_id = match &scope.credentials {
             Credentials::Token(token) => {
                 let hash = secrets::sha256(token.as_bytes());
-                match queries::find_live_token(&self.db, &hash).await? {
+                match queries::find_live_token(self.db.reader(), &hash).await? {
                     Some(t) => t.developer_id,
                     None => {
                         self.throttle.record_failure(&[address_key]);
@@ -113,7 +131,7 @@ impl Core {
                     address: scope.address.clone(),
                 };
                 self.throttle.check(&dev_key)?;
-                let found = queries::find_developer(&self.db, username.as_str()).await?;
+                let found = queries::find_developer(self.db.reader(), username.as_str()).await?;
                 let verified =
                     self.hasher.verify(password, found.as_ref().map(|d| d.password_hash.as_str())).await?;
                 match found.filter(|_| verified) {
@@ -125,7 +143,7 @@ impl Core {
                 }
             }
         };
-        let app = queries::find_app_by_secret(&self.db, scope.secret.expose())
+        let app = queries::find_app_by_secret(self.db.reader(), scope.secret.expose())
             .await?
             .filter(|a| constant_time_eq(a.secret.as_bytes(), scope.secret.expose().as_bytes()));
         let Some(app) = app else {
@@ -145,21 +163,22 @@ impl Core {
 
     pub async fn set_app_online(&self, scope: ScopeInput, online: bool) -> Result<AppView, CoreError> {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let app = queries::update_app(&self.db, app.id, |m| m.online = sea_orm::Set(online)).await?;
+        let app = queries::update_app(self.db.writer(), app.id, |m| m.online = sea_orm::Set(online)).await?;
         Ok(app.into())
     }
 
     pub async fn set_app_version(&self, scope: ScopeInput, version: String) -> Result<AppView, CoreError> {
         let version = parse_version(&version)?;
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let app = queries::update_app(&self.db, app.id, |m| m.version = sea_orm::Set(Some(version))).await?;
+        let app = queries::update_app(self.db.writer(), app.id, |m| m.version = sea_orm::Set(Some(version)))
+            .await?;
         Ok(app.into())
     }
 
     pub async fn renew_secret(&self, scope: ScopeInput) -> Result<AppView, CoreError> {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
         let secret = secrets::new_app_secret()?;
-        let app = queries::update_app(&self.db, app.id, |m| m.secret = sea_orm::Set(secret)).await?;
+        let app = queries::update_app(self.db.writer(), app.id, |m| m.secret = sea_orm::Set(secret)).await?;
         tracing::info!(app_id = app.id, "app secret renewed");
         Ok(app.into())
     }
@@ -172,9 +191,9 @@ impl Core {
     ) -> Result<ListPage<LicenceView>, CoreError> {
         let (size, after) = page_params(page_size, page_token)?;
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let rows = queries::licences_page(&self.db, app.id, after, size).await?;
+        let rows = queries::licences_page(self.db.reader(), app.id, after, size).await?;
         let holders: Vec<i64> = rows.iter().filter_map(|l| l.user_id).collect();
-        let names = queries::usernames(&self.db, &holders).await?;
+        let names = queries::usernames(self.db.reader(), &holders).await?;
         let next_page_token = next_token(rows.len(), size, rows.last().map(|l| l.id));
         let items = rows
             .into_iter()
@@ -184,6 +203,104 @@ impl Core {
             })
             .collect();
         Ok(ListPage { items, next_page_token })
+    }
+
+    /// Every licence of the app, a page per message, from one snapshot after one authentication.
+    pub async fn stream_licences(
+        &self,
+        scope: ScopeInput,
+        page_size: u32,
+    ) -> Result<PageStream<LicenceView>, CoreError> {
+        let size = stream_page_size(page_size)?;
+        let app_id = self.authorize(ParsedScope::parse(scope)?).await?.id;
+        Ok(self.stream_pages(move |txn, after| {
+            Box::pin(async move {
+                let rows = queries::licences_page(txn.as_ref(), app_id, after, size).await?;
+                let holders: Vec<i64> = rows.iter().filter_map(|l| l.user_id).collect();
+                let names = queries::usernames(txn.as_ref(), &holders).await?;
+                let full = rows.len() as u64 == size;
+                let last = rows.last().map(|l| l.id).filter(|_| full);
+                let items = rows
+                    .into_iter()
+                    .map(|l| {
+                        let used_by = l.user_id.and_then(|id| names.get(&id).cloned());
+                        LicenceView::new(l, used_by)
+                    })
+                    .collect::<Vec<_>>();
+                Ok((items, last))
+            })
+        }))
+    }
+
+    /// Every end user of the app, streamed like `stream_licences`.
+    pub async fn stream_users(
+        &self,
+        scope: ScopeInput,
+        page_size: u32,
+    ) -> Result<PageStream<UserView>, CoreError> {
+        let size = stream_page_size(page_size)?;
+        let app_id = self.authorize(ParsedScope::parse(scope)?).await?.id;
+        Ok(self.stream_pages(move |txn, after| {
+            Box::pin(async move {
+                let rows = queries::users_page(txn.as_ref(), app_id, after, size).await?;
+                let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
+                let held = queries::held_licences(txn.as_ref(), &ids).await?;
+                let now = Utc::now();
+                let full = rows.len() as u64 == size;
+                let last = rows.last().map(|u| u.id).filter(|_| full);
+                let items = rows
+                    .into_iter()
+                    .map(|u| {
+                        let standing =
+                            Standing::derive(held.get(&u.id).map(Vec::as_slice).unwrap_or(&[]), now);
+                        UserView::new(u, standing)
+                    })
+                    .collect();
+                Ok((items, last))
+            })
+        }))
+    }
+
+    /// Runs `page` from id 0 onwards inside one snapshot, sending each page as it is read. The
+    /// bounded queue is the backpressure: a page is read only when the consumer took the one
+    /// before, and a consumer that takes none for the request timeout ends the stream, so a slow
+    /// client cannot hold a snapshot open forever.
+    fn stream_pages<T: Send + 'static>(
+        &self,
+        page: impl Fn(Arc<DatabaseTransaction>, i64) -> PageFuture<T> + Send + 'static,
+    ) -> PageStream<T> {
+        let (tx, rx) = mpsc::channel(2);
+        let db = self.db.reader().clone();
+        let patience = self.settings.request_timeout;
+        tokio::spawn(async move {
+            let txn = match storage::begin_snapshot(&db).await {
+                Ok(txn) => Arc::new(txn),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let mut after = 0;
+            loop {
+                let (items, next) = match page(txn.clone(), after).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                match tokio::time::timeout(patience, tx.send(Ok(items))).await {
+                    Ok(Ok(())) => {}
+                    // The consumer went away or stalled: dropping the snapshot rolls it back.
+                    _ => return,
+                }
+                match next {
+                    Some(last) => after = last,
+                    None => return,
+                }
+            }
+        });
+        rx
     }
 
     pub async fn create_licences(
@@ -209,16 +326,12 @@ impl Core {
             .map(|_| Ok(NewLicence { app_id: app.id, key: secrets::new_licence_key()?, access, expire_time }))
             .collect::<Result<Vec<_>, CoreError>>()?;
         // One statement in one transaction: all keys or none.
-        let txn = self.db.begin().await?;
-        let rows = match queries::insert_licences(&txn, new).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                txn.rollback().await?;
-                // 125 random bits each: a collision means the random source is broken.
-                return Err(e.or_duplicate(CoreError::internal("licence key collision")));
-            }
-        };
-        txn.commit().await?;
+        let txn = storage::begin(self.db.writer()).await?;
+        let outcome = queries::insert_licences(&txn, new)
+            .await
+            // 125 random bits each: a collision means the random source is broken.
+            .map_err(|e| e.or_duplicate(CoreError::internal("licence key collision")));
+        let rows = storage::settle(txn, outcome).await?;
         tracing::info!(app_id = app.id, amount, "licences created");
         Ok(rows.into_iter().map(|l| LicenceView::new(l, None)).collect())
     }
@@ -226,7 +339,7 @@ impl Core {
     pub async fn delete_licence(&self, scope: ScopeInput, key: &str) -> Result<(), CoreError> {
         let key = LicenceKey::parse("licence_key", key)?;
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        if !queries::delete_licence(&self.db, app.id, key.as_str()).await? {
+        if !queries::delete_licence(self.db.writer(), app.id, key.as_str()).await? {
             return Err(CoreError::NotFound("no licence with that key in this app"));
         }
         Ok(())
@@ -240,11 +353,11 @@ impl Core {
     ) -> Result<LicenceView, CoreError> {
         let key = LicenceKey::parse("licence_key", key)?;
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let lic = queries::set_licence_banned(&self.db, app.id, key.as_str(), banned)
+        let lic = queries::set_licence_banned(self.db.writer(), app.id, key.as_str(), banned)
             .await?
             .ok_or(CoreError::NotFound("no licence with that key in this app"))?;
         let used_by = match lic.user_id {
-            Some(id) => queries::usernames(&self.db, &[id]).await?.remove(&id),
+            Some(id) => queries::usernames(self.db.writer(), &[id]).await?.remove(&id),
             None => None,
         };
         Ok(LicenceView::new(lic, used_by))
@@ -258,9 +371,9 @@ impl Core {
     ) -> Result<ListPage<UserView>, CoreError> {
         let (size, after) = page_params(page_size, page_token)?;
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let rows = queries::users_page(&self.db, app.id, after, size).await?;
+        let rows = queries::users_page(self.db.reader(), app.id, after, size).await?;
         let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
-        let held = queries::held_licences(&self.db, &ids).await?;
+        let held = queries::held_licences(self.db.reader(), &ids).await?;
         let now = Utc::now();
         let next_page_token = next_token(rows.len(), size, rows.last().map(|u| u.id));
         let items = rows
@@ -275,31 +388,24 @@ impl Core {
 
     pub async fn delete_user(&self, scope: ScopeInput, user_id: i64) -> Result<(), CoreError> {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let txn = self.db.begin().await?;
-        let deleted = queries::delete_user(&txn, app.id, user_id).await;
-        match deleted {
-            Ok(true) => txn.commit().await?,
-            Ok(false) => {
-                txn.rollback().await?;
-                return Err(CoreError::NotFound("no user with that id in this app"));
-            }
-            Err(e) => {
-                txn.rollback().await?;
-                return Err(e);
-            }
-        }
-        Ok(())
+        let txn = storage::begin(self.db.writer()).await?;
+        let outcome = match queries::delete_user(&txn, app.id, user_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CoreError::NotFound("no user with that id in this app")),
+            Err(e) => Err(e),
+        };
+        storage::settle(txn, outcome).await
     }
 
     pub async fn reset_hwid(&self, scope: ScopeInput, user_id: i64) -> Result<UserView, CoreError> {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        if !queries::reset_hwid(&self.db, app.id, user_id).await? {
+        if !queries::reset_hwid(self.db.writer(), app.id, user_id).await? {
             return Err(CoreError::NotFound("no user with that id in this app"));
         }
-        let user = queries::find_user_by_id(&self.db, app.id, user_id)
+        let user = queries::find_user_by_id(self.db.reader(), app.id, user_id)
             .await?
             .ok_or(CoreError::NotFound("no user with that id in this app"))?;
-        let standing = super::standing_of(&self.db, user.id).await?;
+        let standing = super::standing_of(self.db.reader(), user.id).await?;
         Ok(UserView::new(user, standing))
     }
 

@@ -1,12 +1,12 @@
 //! The app binary: uploaded and downloaded in chunks, so no process ever holds a whole file.
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
 
 use super::{CHUNK_SIZE, Core, FileView, ScopeInput};
 use crate::{
     domain::{CoreError, parse_filename, secrets::hex},
-    storage::{entities::app_file, queries},
+    storage::{self, entities::app_file, queries},
 };
 
 /// An upload in progress. Bytes are stored as they arrive; the file becomes the one `download`
@@ -30,10 +30,10 @@ impl Core {
     pub async fn begin_upload(&self, scope: ScopeInput, filename: &str) -> Result<Upload, CoreError> {
         let filename = parse_filename(filename)?;
         let app = self.authorize_upload(scope).await?;
-        let file = queries::create_file(&self.db, app.id, filename).await?;
+        let file = queries::create_file(self.db.writer(), app.id, filename).await?;
         Ok(Upload {
             settled: false,
-            db: self.db.clone(),
+            db: self.db.writer().clone(),
             app_id: app.id,
             file_id: file.id,
             buffer: Vec::with_capacity(CHUNK_SIZE),
@@ -81,15 +81,9 @@ impl Upload {
         self.flush().await?;
         let sha256 = hex(&self.hash.clone().finalize());
         let size = i64::try_from(self.size).map_err(CoreError::internal)?;
-        let txn = self.db.begin().await?;
-        let done = match queries::finish_file(&txn, self.app_id, self.file_id, size, sha256).await {
-            Ok(done) => done,
-            Err(e) => {
-                txn.rollback().await?;
-                return Err(e);
-            }
-        };
-        txn.commit().await?;
+        let txn = storage::begin(&self.db).await?;
+        let outcome = queries::finish_file(&txn, self.app_id, self.file_id, size, sha256).await;
+        let done = storage::settle(txn, outcome).await?;
         self.settled = true;
         tracing::info!(app_id = self.app_id, size, "binary uploaded");
         Ok(FileView::from(&done))

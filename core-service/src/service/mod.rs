@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 pub use admin::{AppCreated, TokenCreated, TokenInfo};
 pub use client::{LoginOutput, RedeemOutput, Reply, UserAuthInput};
-pub use developer::{ListPage, ScopeInput};
+pub use developer::{ListPage, PageStream, ScopeInput};
 pub use files::{Download, Upload};
 pub use views::{AppView, FileView, LicenceView, UserView};
 
@@ -23,7 +23,7 @@ use crate::domain::{
     password::PasswordHasher,
     throttle::{Throttle, ThrottleConfig},
 };
-use crate::storage::queries;
+use crate::storage::{Store, pings::PingWriter, queries};
 
 /// Bytes of one stored chunk of an uploaded binary (and of one download message).
 pub const CHUNK_SIZE: usize = 256 * 1024;
@@ -63,15 +63,17 @@ impl Default for Settings {
 /// The licensing core. Cheap to share behind an `Arc`; holds no rule-relevant state but the
 /// throttle counters (which the contract allows per process).
 pub struct Core {
-    db: DatabaseConnection,
+    db: Store,
+    pings: PingWriter,
     hasher: PasswordHasher,
     throttle: Throttle,
     settings: Settings,
 }
 
 impl Core {
-    pub fn new(db: DatabaseConnection, settings: Settings) -> Result<Self, CoreError> {
+    pub fn new(db: Store, settings: Settings) -> Result<Self, CoreError> {
         Ok(Core {
+            pings: PingWriter::new(db.writer().clone()),
             hasher: PasswordHasher::with_cache(
                 settings.hash_workers,
                 settings.hash_queue,
@@ -83,8 +85,18 @@ impl Core {
         })
     }
 
+    /// The writer connection (the one pool on PostgreSQL).
     pub fn db(&self) -> &DatabaseConnection {
+        self.db.writer()
+    }
+
+    pub fn store(&self) -> &Store {
         &self.db
+    }
+
+    /// How heartbeats have been batched so far.
+    pub fn ping_batches(&self) -> &crate::storage::pings::BatchStats {
+        self.pings.stats()
     }
 
     pub fn settings(&self) -> &Settings {

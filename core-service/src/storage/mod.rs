@@ -3,11 +3,14 @@
 
 pub mod entities;
 pub mod migration;
+pub mod pings;
 pub mod queries;
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::domain::CoreError;
@@ -20,12 +23,19 @@ pub struct DbConfig {
     pub url: String,
     /// Most connections to PostgreSQL (SQLite always uses one writer connection).
     pub max_connections: u32,
+    /// Read-only connections beside SQLite's one writer (PostgreSQL reads share its pool).
+    pub read_connections: u32,
     pub acquire_timeout: Duration,
 }
 
 impl DbConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        DbConfig { url: url.into(), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+        DbConfig {
+            url: url.into(),
+            max_connections: 16,
+            read_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 
     pub fn is_sqlite(&self) -> bool {
@@ -33,11 +43,96 @@ impl DbConfig {
     }
 }
 
-/// Opens the database and applies pending migrations.
-pub async fn connect_and_migrate(config: &DbConfig) -> Result<DatabaseConnection, StorageError> {
-    let db = connect(config).await?;
-    migrate(&db).await?;
-    Ok(db)
+/// The database as the core uses it: writes go to `writer`; reads that need not see the
+/// caller's own uncommitted writes go to `reader`. On SQLite the reader is a pool of read-only
+/// connections, which WAL lets run beside the single writer, so a heartbeat's lookups never queue
+/// behind another call's fsync. On PostgreSQL both are the same pool.
+#[derive(Clone)]
+pub struct Store {
+    writer: DatabaseConnection,
+    reader: DatabaseConnection,
+}
+
+impl Store {
+    /// A store whose reads and writes share one connection pool.
+    pub fn single(db: DatabaseConnection) -> Self {
+        Store { reader: db.clone(), writer: db }
+    }
+
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    pub fn reader(&self) -> &DatabaseConnection {
+        &self.reader
+    }
+
+    pub async fn close(self) {
+        self.reader.close().await.ok();
+        self.writer.close().await.ok();
+    }
+}
+
+/// Opens the database, applies pending migrations, then opens the read pool.
+pub async fn connect_and_migrate(config: &DbConfig) -> Result<Store, StorageError> {
+    let writer = connect(config).await?;
+    migrate(&writer).await?;
+    if !config.is_sqlite() || config.read_connections == 0 || config.url.contains(":memory:") {
+        return Ok(Store::single(writer));
+    }
+    // Opened after the migration, so the file exists and is already in WAL mode.
+    let mut options = ConnectOptions::new(config.url.clone());
+    options
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(config.acquire_timeout)
+        .max_connections(config.read_connections)
+        .min_connections(1)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(Duration::from_secs(10)));
+    let reader = Database::connect(options)
+        .await
+        .map_err(|source| StorageError::Connect { url: redact(&config.url), source })?;
+    Ok(Store { writer, reader })
+}
+
+/// Settles a transaction: commits after `Ok`, rolls back after `Err`. The caller always gets the
+/// outcome it produced (or the commit's failure); a failed rollback is only logged, since the
+/// database discards an unfinished transaction anyway and the original error is the one that
+/// explains what went wrong.
+pub async fn settle<T>(txn: DatabaseTransaction, outcome: Result<T, CoreError>) -> Result<T, CoreError> {
+    match outcome {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = txn.rollback().await {
+                tracing::warn!(error = %rollback, "rollback failed after an error");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Begins a read-only transaction that sees one consistent snapshot for all its reads
+/// (PostgreSQL: REPEATABLE READ; SQLite: a deferred transaction, whose first read fixes the WAL
+/// snapshot).
+pub async fn begin_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, CoreError> {
+    Ok(match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            db.begin_with_config(
+                Some(sea_orm::IsolationLevel::RepeatableRead),
+                Some(sea_orm::AccessMode::ReadOnly),
+            )
+            .await?
+        }
+        _ => db.begin().await?,
+    })
+}
+
+/// Begins a transaction on the writer.
+pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, CoreError> {
+    Ok(db.begin().await?)
 }
 
 pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, StorageError> {

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic,
+    Iterable, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -117,6 +118,76 @@ pub async fn update_app(
     let mut model = app::ActiveModel { id: sea_orm::Unchanged(app_id), ..Default::default() };
     change(&mut model);
     Ok(model.update(c).await?)
+}
+
+// ---- a client call's sign-in ----------------------------------------------------------------
+
+/// What an end-user call needs before its own work, read in one round trip.
+pub struct SignIn {
+    pub app: app::Model,
+    pub user: Option<user::Model>,
+    pub held: Vec<HeldLicence>,
+}
+
+/// The app with this secret, the user of that app with this name, and the licences the user
+/// holds, in one query: a heartbeat must not pay three sequential round trips for what one join
+/// answers. Nothing is cached, so a secret renewal, ban, HWID reset, password change or deletion
+/// made through any core sharing the database applies to the very next call.
+pub async fn sign_in(
+    c: &impl ConnectionTrait,
+    secret: &str,
+    username: &str,
+) -> Result<Option<SignIn>, CoreError> {
+    let backend = c.get_database_backend();
+    let rows = c.query_all_raw(sign_in_statement(backend, secret, username)).await?;
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else { return Ok(None) };
+    let app = app::Model::from_query_result(&first, "a_")?;
+    let user = match first.try_get::<Option<i64>>("", "u_id")? {
+        Some(_) => Some(user::Model::from_query_result(&first, "u_")?),
+        None => None,
+    };
+    let mut held = Vec::new();
+    for row in std::iter::once(first).chain(rows) {
+        if let Some(expire_time) = row.try_get::<Option<DateTime<Utc>>>("", "l_expire_time")? {
+            held.push(HeldLicence {
+                expire_time,
+                banned: row.try_get::<bool>("", "l_banned")?,
+                access: u8::try_from(row.try_get::<i16>("", "l_access")?).unwrap_or(0),
+            });
+        }
+    }
+    Ok(Some(SignIn { app, user, held }))
+}
+
+fn sign_in_statement(backend: DbBackend, secret: &str, username: &str) -> Statement {
+    static POSTGRES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static SQLITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = match backend {
+        DbBackend::Postgres => POSTGRES.get_or_init(|| sign_in_sql(backend)),
+        _ => SQLITE.get_or_init(|| sign_in_sql(backend)),
+    };
+    Statement::from_sql_and_values(backend, sql.as_str(), [username.into(), secret.into()])
+}
+
+fn sign_in_sql(backend: DbBackend) -> String {
+    let columns = |alias: &str, names: Vec<&'static str>| {
+        names.into_iter().map(|c| format!("{alias}.{c} AS {alias}_{c}")).collect::<Vec<_>>().join(", ")
+    };
+    let app_columns = columns("a", app::Column::iter().map(|c| c.as_str()).collect());
+    let user_columns = columns("u", user::Column::iter().map(|c| c.as_str()).collect());
+    let (p1, p2) = match backend {
+        DbBackend::Postgres => ("$1", "$2"),
+        _ => ("?", "?"),
+    };
+    format!(
+        "SELECT {app_columns}, {user_columns}, \
+         l.expire_time AS l_expire_time, l.banned AS l_banned, l.access AS l_access \
+         FROM apps a \
+         LEFT JOIN users u ON u.app_id = a.id AND u.username = {p1} \
+         LEFT JOIN licences l ON l.user_id = u.id \
+         WHERE a.secret = {p2}"
+    )
 }
 
 // ---- users ----------------------------------------------------------------------------------

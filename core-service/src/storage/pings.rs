@@ -1,0 +1,224 @@
+//! Group commit for heartbeats. Every running copy of every app pings about once a minute, so
+//! pings are the one write that arrives in floods. Instead of one statement and one commit (one
+//! fsync on SQLite) per ping, pings that arrive while the previous batch is committing share the
+//! next statement: one `UPDATE ... FROM (VALUES ...)` with `RETURNING`, which is one implicit
+//! transaction on both backends. A ping is answered only after its batch committed, so an
+//! acknowledged ping is durable. No timer is involved: a lone ping is written at once, and a
+//! batch grows only while the database is busy with the one before it.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::CoreError;
+
+/// Most pings in one statement: bounds the statement's size and one batch's latency.
+pub const MAX_BATCH: usize = 512;
+/// Pings waiting for the writer before callers wait to enqueue.
+const QUEUE: usize = 8192;
+
+type Answer = Result<Option<i64>, CoreError>;
+
+struct Ping {
+    user_id: i64,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Counts pings through one writer task, batching those that arrive together.
+pub struct PingWriter {
+    db: DatabaseConnection,
+    queue: OnceLock<mpsc::Sender<Ping>>,
+    stats: std::sync::Arc<BatchStats>,
+}
+
+/// How batching behaves, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    batches: AtomicU64,
+    pings: AtomicU64,
+    largest: AtomicU64,
+}
+
+impl BatchStats {
+    /// Statements committed so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Pings written so far.
+    pub fn pings(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
+    }
+
+    /// The most pings one statement carried.
+    pub fn largest(&self) -> u64 {
+        self.largest.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, size: usize) {
+        let size = size as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.pings.fetch_add(size, Ordering::Relaxed);
+        self.largest.fetch_max(size, Ordering::Relaxed);
+    }
+}
+
+impl PingWriter {
+    pub fn new(db: DatabaseConnection) -> Self {
+        PingWriter { db, queue: OnceLock::new(), stats: Default::default() }
+    }
+
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
+    /// Counts one ping of the user and answers the new total once it is committed; `None` when
+    /// the user no longer exists.
+    pub async fn count(&self, user_id: i64) -> Answer {
+        // Started on first use, from inside the runtime, so building a core needs none.
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(run(self.db.clone(), rx, self.stats.clone()));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(Ping { user_id, reply })
+            .await
+            .map_err(|_| CoreError::Unavailable("the ping writer has stopped".into()))?;
+        answer.await.map_err(|_| CoreError::Unavailable("the ping writer has stopped".into()))?
+    }
+}
+
+async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Ping>, stats: std::sync::Arc<BatchStats>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // `recv_many` waits for one ping, then takes every ping already queued: the group commit.
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let counts = per_user(&batch);
+        match write(&db, &counts).await {
+            Ok(totals) => {
+                stats.record(batch.len());
+                answer(&mut batch, &counts, &totals);
+            }
+            Err(error) => {
+                tracing::error!(%error, pings = batch.len(), "cannot count a batch of pings");
+                let unavailable =
+                    matches!(error, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_));
+                for ping in batch.drain(..) {
+                    let failure = if unavailable {
+                        CoreError::Unavailable("the database is unavailable".into())
+                    } else {
+                        CoreError::internal("cannot count the ping")
+                    };
+                    let _ = ping.reply.send(Err(failure));
+                }
+            }
+        }
+    }
+}
+
+/// Each user's ping count in the batch, in order of first appearance.
+fn per_user(batch: &[Ping]) -> Vec<(i64, i64)> {
+    let mut index: HashMap<i64, usize> = HashMap::with_capacity(batch.len());
+    let mut counts: Vec<(i64, i64)> = Vec::with_capacity(batch.len());
+    for ping in batch {
+        match index.get(&ping.user_id) {
+            Some(&i) => counts[i].1 += 1,
+            None => {
+                index.insert(ping.user_id, counts.len());
+                counts.push((ping.user_id, 1));
+            }
+        }
+    }
+    counts
+}
+
+/// One statement for the whole batch; answers each user's new total.
+async fn write(db: &DatabaseConnection, counts: &[(i64, i64)]) -> Result<HashMap<i64, i64>, sea_orm::DbErr> {
+    let backend = db.get_database_backend();
+    let statement = Statement::from_sql_and_values(backend, batch_sql(backend, counts), [Utc::now().into()]);
+    let rows = db.query_all_raw(statement).await?;
+    let mut totals = HashMap::with_capacity(rows.len());
+    for row in rows {
+        totals.insert(row.try_get::<i64>("", "id")?, row.try_get::<i64>("", "total_pings")?);
+    }
+    Ok(totals)
+}
+
+/// The batch statement. The ids and counts are integers the core produced (never client text),
+/// written inline so the statement needs one bound value whatever the batch size.
+fn batch_sql(backend: DbBackend, counts: &[(i64, i64)]) -> String {
+    let mut sql = String::with_capacity(128 + counts.len() * 16);
+    sql.push_str("WITH v(id, n) AS (VALUES ");
+    for (i, (user_id, n)) in counts.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        let _ = write!(sql, "({user_id}, {n})");
+    }
+    let now = match backend {
+        DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    let _ = write!(
+        sql,
+        ") UPDATE users SET total_pings = users.total_pings + v.n, last_seen = {now} \
+         FROM v WHERE users.id = v.id RETURNING users.id AS id, users.total_pings AS total_pings"
+    );
+    sql
+}
+
+/// Hands every ping its own total: a user's k-th ping of n in the batch gets `total - n + k`.
+fn answer(batch: &mut Vec<Ping>, counts: &[(i64, i64)], totals: &HashMap<i64, i64>) {
+    let pending: HashMap<i64, i64> = counts.iter().copied().collect();
+    let mut handed: HashMap<i64, i64> = HashMap::with_capacity(counts.len());
+    for ping in batch.drain(..) {
+        let total = totals.get(&ping.user_id).map(|&total| {
+            let n = pending.get(&ping.user_id).copied().unwrap_or(1);
+            let k = handed.entry(ping.user_id).or_insert(0);
+            *k += 1;
+            total - n + *k
+        });
+        let _ = ping.reply.send(Ok(total));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_statement_per_batch_with_one_bound_value() {
+        let sql = batch_sql(DbBackend::Postgres, &[(7, 2), (9, 1)]);
+        assert!(sql.starts_with("WITH v(id, n) AS (VALUES (7, 2),(9, 1)) UPDATE users"), "{sql}");
+        assert!(sql.contains("last_seen = $1"));
+        assert!(batch_sql(DbBackend::Sqlite, &[(1, 1)]).contains("last_seen = ?"));
+    }
+
+    #[test]
+    fn a_users_pings_in_one_batch_get_consecutive_totals() {
+        let mut receivers = Vec::new();
+        let mut batch = Vec::new();
+        for user_id in [5, 6, 5, 5] {
+            let (reply, rx) = oneshot::channel();
+            batch.push(Ping { user_id, reply });
+            receivers.push(rx);
+        }
+        let counts = per_user(&batch);
+        assert_eq!(counts, vec![(5, 3), (6, 1)]);
+        let totals = HashMap::from([(5, 103), (6, 1)]);
+        answer(&mut batch, &counts, &totals);
+        let got: Vec<Option<i64>> =
+            receivers.into_iter().map(|mut rx| rx.try_recv().expect("answered").expect("ok")).collect();
+        assert_eq!(got, vec![Some(101), Some(1), Some(102), Some(103)]);
+    }
+}
