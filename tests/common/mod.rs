@@ -137,6 +137,16 @@ impl TestCore {
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut CoreConfig)) -> Option<TestCore> {
         init_tracing();
         let db = TestDb::new(backend).await?;
+        Some(Self::start_on(db, tweak).await)
+    }
+
+    /// A second core (a replica) on the same database as `other`; the database stays `other`'s.
+    pub async fn start_beside(other: &TestCore) -> TestCore {
+        let db = TestDb { url: other.db.url.clone(), _dir: None, postgres_name: None };
+        Self::start_on(db, |_| {}).await
+    }
+
+    async fn start_on(db: TestDb, tweak: impl FnOnce(&mut CoreConfig)) -> TestCore {
         let mut config = CoreConfig::local(&db.url);
         tweak(&mut config);
         let app = Application::build(config).await.expect("core starts");
@@ -150,7 +160,7 @@ impl TestCore {
             .await
             .expect("core runs");
         });
-        Some(TestCore { addr, core, stop: Some(stop), handle: Some(handle), db })
+        TestCore { addr, core, stop: Some(stop), handle: Some(handle), db }
     }
 
     pub fn url(&self) -> String {
