@@ -195,6 +195,73 @@ fn answer(batch: &mut Vec<Ping>, counts: &[(i64, i64)], totals: &HashMap<i64, i6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        service::{Core, Settings},
+        storage::{DbConfig, connect_and_migrate, queries},
+    };
+
+    /// A fresh SQLite database with one app and two users; answers their ids.
+    async fn two_users(dir: &tempfile::TempDir) -> (DatabaseConnection, i64, i64) {
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("pings.db").display());
+        let store = connect_and_migrate(&DbConfig::new(url)).await.expect("database");
+        let core =
+            Core::new(store.clone(), Settings { hash_workers: 1, ..Settings::default() }).expect("core");
+        core.add_developer("ping-dev", "ping-pw").await.expect("developer");
+        let app = core.add_app("ping-dev", "Pings", None).await.expect("app");
+        let app_id =
+            queries::find_app_by_secret(store.writer(), &app.secret).await.expect("query").expect("app").id;
+        let mut ids = Vec::new();
+        for name in ["pinger-one", "pinger-two"] {
+            let user = queries::insert_user(
+                store.writer(),
+                queries::NewUser {
+                    app_id,
+                    username: name.into(),
+                    email: "p@example.com".into(),
+                    password_hash: "not used".into(),
+                    hwid: None,
+                },
+            )
+            .await
+            .map_err(|e| e.or_duplicate(CoreError::UsernameTaken))
+            .expect("user");
+            ids.push(user.id);
+        }
+        (store.writer().clone(), ids[0], ids[1])
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn pings_that_arrive_together_share_one_statement_and_each_get_their_own_total() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, one, two) = two_users(&dir).await;
+        let writer = std::sync::Arc::new(PingWriter::new(db));
+        // On one thread, all 150 calls enqueue before the writer task first runs.
+        let calls: Vec<_> = (0..150)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.count(if i % 3 == 0 { two } else { one }).await })
+            })
+            .collect();
+        let mut totals_one = Vec::new();
+        let mut totals_two = Vec::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            let total = call.await.expect("task").expect("counted").expect("user exists");
+            if i % 3 == 0 { totals_two.push(total) } else { totals_one.push(total) }
+        }
+        totals_one.sort_unstable();
+        totals_two.sort_unstable();
+        assert_eq!(totals_one, (1..=100).collect::<Vec<_>>(), "every ping its own total, none lost");
+        assert_eq!(totals_two, (1..=50).collect::<Vec<_>>());
+        assert_eq!(writer.stats().pings(), 150);
+        assert_eq!(writer.stats().batches(), 1, "one statement for pings that arrived together");
+        assert_eq!(writer.stats().largest(), 150);
+
+        // A lone ping is written at once, on its own.
+        assert_eq!(writer.count(one).await.expect("counted"), Some(101));
+        assert_eq!(writer.stats().batches(), 2);
+        // A user that does not exist is reported, not counted.
+        assert_eq!(writer.count(i64::MAX).await.expect("answered"), None);
+    }
 
     #[test]
     fn one_statement_per_batch_with_one_bound_value() {
