@@ -1,5 +1,7 @@
 //! Response tokens: JWS compact serialisation, `alg: EdDSA` (RFC 8037), signed with the app's key.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::Serialize;
@@ -30,11 +32,57 @@ pub struct Claims {
     pub sha256: Option<String>,
 }
 
+/// Expanded signing keys by their seed. Expanding a seed costs a full scalar multiplication, as
+/// much as the signature itself, and every client answer is signed: keeping the expansion halves
+/// the signing cost of a heartbeat. Keyed by the seed itself, so a key that changes in the
+/// database (on any replica) is simply another entry; bounded by starting over when full.
+pub struct SigningKeys {
+    keys: Mutex<HashMap<[u8; 32], SigningKey>>,
+    max_entries: usize,
+}
+
+impl Default for SigningKeys {
+    fn default() -> Self {
+        SigningKeys { keys: Mutex::new(HashMap::new()), max_entries: 10_000 }
+    }
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys").finish_non_exhaustive()
+    }
+}
+
+impl SigningKeys {
+    fn get(&self, seed: &[u8]) -> Result<SigningKey, CoreError> {
+        let seed: [u8; 32] =
+            seed.try_into().map_err(|_| CoreError::internal("stored app signing key is not 32 bytes"))?;
+        let mut keys = self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(key) = keys.get(&seed) {
+            return Ok(key.clone());
+        }
+        if keys.len() >= self.max_entries {
+            keys.clear();
+        }
+        let key = SigningKey::from_bytes(&seed);
+        keys.insert(seed, key.clone());
+        Ok(key)
+    }
+
+    /// Signs `claims` with the app's Ed25519 private key (its 32-byte seed).
+    pub fn sign(&self, seed: &[u8], claims: &Claims) -> Result<String, CoreError> {
+        sign_with(&self.get(seed)?, claims)
+    }
+}
+
 /// Signs `claims` with the app's Ed25519 private key (its 32-byte seed).
 pub fn sign(seed: &[u8], claims: &Claims) -> Result<String, CoreError> {
     let seed: [u8; 32] =
         seed.try_into().map_err(|_| CoreError::internal("stored app signing key is not 32 bytes"))?;
-    let key = SigningKey::from_bytes(&seed);
+    sign_with(&SigningKey::from_bytes(&seed), claims)
+}
+
+fn sign_with(key: &SigningKey, claims: &Claims) -> Result<String, CoreError> {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"JWT"}"#);
     let payload = serde_json::to_vec(claims).map_err(CoreError::internal)?;
     let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload));
@@ -80,5 +128,11 @@ mod tests {
         let key = VerifyingKey::from_bytes(&public).expect("key");
         key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig).expect("valid signature");
         assert!(key.verify(b"tampered", &sig).is_err());
+
+        // The cached expansion signs exactly as a fresh one does (Ed25519 is deterministic).
+        let keys = SigningKeys::default();
+        assert_eq!(keys.sign(&seed, &claims).expect("sign"), token);
+        assert_eq!(keys.sign(&seed, &claims).expect("sign again"), token);
+        assert!(keys.sign(&seed[..31], &claims).is_err(), "a bad stored key is an error, not a panic");
     }
 }

@@ -99,12 +99,12 @@ impl TokenScope {
         }
     }
 
-    fn reply<T>(self, result: Result<T, CoreError>) -> Reply<T> {
-        let token = self.sign(&result);
+    fn reply<T>(self, keys: &token::SigningKeys, result: Result<T, CoreError>) -> Reply<T> {
+        let token = self.sign(keys, &result);
         Reply { result, token }
     }
 
-    fn sign<T>(&self, result: &Result<T, CoreError>) -> Option<String> {
+    fn sign<T>(&self, keys: &token::SigningKeys, result: &Result<T, CoreError>) -> Option<String> {
         let (key, grace_secs) = self.app.as_ref()?;
         let now = Utc::now().timestamp();
         let active = self.standing.filter(|s| s.status == LicenceStatus::Active);
@@ -132,7 +132,7 @@ impl TokenScope {
             pings: self.pings,
             sha256: self.sha256.clone(),
         };
-        match token::sign(key, &claims) {
+        match keys.sign(key, &claims) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign a response token");
@@ -160,7 +160,7 @@ impl Core {
     ) -> Reply<UserView> {
         let mut scope = TokenScope::new("register");
         let result = self.register_inner(&mut scope, input, email, licence, address, nonce).await;
-        scope.reply(result)
+        scope.reply(&self.signing_keys, result)
     }
 
     async fn register_inner(
@@ -235,7 +235,7 @@ impl Core {
             })
         }
         .await;
-        scope.reply(result)
+        scope.reply(&self.signing_keys, result)
     }
 
     /// The heartbeat (`connect`): counts one ping.
@@ -263,7 +263,7 @@ impl Core {
             Ok((pings, done.standing.status))
         }
         .await;
-        scope.reply(result)
+        scope.reply(&self.signing_keys, result)
     }
 
     pub async fn redeem(
@@ -291,7 +291,7 @@ impl Core {
             })
         }
         .await;
-        scope.reply(result)
+        scope.reply(&self.signing_keys, result)
     }
 
     /// Opens the app's binary for a user with an active licence.
@@ -312,7 +312,7 @@ impl Core {
             Ok(Download::new(self.db.reader().clone(), &file))
         }
         .await;
-        scope.reply(result)
+        scope.reply(&self.signing_keys, result)
     }
 
     /// Finds the app by secret, counting a miss against the address.

@@ -65,6 +65,7 @@ impl Default for Settings {
 pub struct Core {
     db: Store,
     pings: PingWriter,
+    signing_keys: crate::domain::token::SigningKeys,
     hasher: PasswordHasher,
     throttle: Throttle,
     settings: Settings,
@@ -74,6 +75,7 @@ impl Core {
     pub fn new(db: Store, settings: Settings) -> Result<Self, CoreError> {
         Ok(Core {
             pings: PingWriter::new(db.writer().clone()),
+            signing_keys: Default::default(),
             hasher: PasswordHasher::with_cache(
                 settings.hash_workers,
                 settings.hash_queue,
