@@ -1,9 +1,12 @@
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    pin_malloc_mmap_threshold();
+    purge_freed_memory_at_once();
     let cli = core_service::config::Cli::parse();
     // The one-shot commands print JSON on stdout; keep stderr for problems.
     let default_level = match cli.command {
@@ -20,14 +23,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Binaries stream through in 256 KiB chunks. glibc raises its mmap threshold each time such a
-/// block is freed, after which the chunks come from the heap arenas and fragment them: a 50 MiB
-/// download then left the process at twice its steady size. A fixed threshold keeps every chunk
-/// in its own mapping, returned to the OS on free.
-fn pin_malloc_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator, and runs before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
+/// mimalloc purges freed memory lazily, on a thread's next allocation after a delay. The threads
+/// that free the most (Argon2 workers dropping 19 MiB, transfers dropping 256 KiB chunks) then
+/// sleep, so the memory would stay resident; purging at once keeps an idle core small.
+fn purge_freed_memory_at_once() {
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets one allocator option, before any other thread exists; an operator's
+    // MIMALLOC_PURGE_DELAY still wins.
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0) };
 }
