@@ -73,6 +73,10 @@ pub enum StartupError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// Cancelled calls allowed to wait for the server's accept before the connection is closed
+/// (h2's default of 20 is sized for untrusted clients on the internet).
+const MAX_PENDING_RESETS: usize = 1024;
+
 /// A bound, migrated, ready-to-run core.
 pub struct Application {
     listener: TcpListener,
@@ -88,11 +92,15 @@ impl Application {
     pub async fn build(config: CoreConfig) -> Result<Self, StartupError> {
         // Unusable TLS files are a configuration mistake: report them before touching the port
         // or the database.
+        // A gateway cancels a call whenever its HTTP client hangs up; a burst of those (a load
+        // balancer dropping connections) must not count as a reset flood and close the one
+        // HTTP/2 connection that carries every other call of that gateway.
+        let builder = Server::builder().http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS));
         let server = match &config.tls {
-            Some(files) => Server::builder()
+            Some(files) => builder
                 .tls_config(server_tls_config(files)?)
                 .map_err(|error| StartupError::Tls(tls_error_text(files, &error)))?,
-            None => Server::builder(),
+            None => builder,
         };
         // Bind first: a taken port is reported before any database work or log line.
         let listener = TcpListener::bind(config.listen)

@@ -1,10 +1,10 @@
 //! Argon2id hashing on a bounded pool of dedicated threads, so a login flood queues instead of
 //! stalling the async workers that serve health checks and cheap calls.
 //!
-//! Each worker keeps its Argon2 memory (19 MiB at the default parameters) between computations.
-//! Allocating it afresh for every verification cost more than a third of a cold login: the kernel
-//! had to map, fault in, zero and unmap every page each time. The memory is released after a
-//! second without work, so an idle core stays small.
+//! Each worker keeps its Argon2 memory (19 MiB at the default parameters) from one computation to
+//! the next while work is queued. Allocating it afresh for every verification cost more than a
+//! third of a cold login under load: the kernel had to map, fault in, zero and unmap every page
+//! each time. A worker that finds the queue empty releases it, so an idle core stays small.
 
 use std::{
     collections::VecDeque,
@@ -12,16 +12,12 @@ use std::{
         Arc, Condvar, Mutex, MutexGuard,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version};
 use tokio::sync::oneshot;
 
 use super::{CoreError, Password, credential_cache::CredentialCache};
-
-/// How long a worker keeps its Argon2 memory with nothing to do.
-const KEEP_MEMORY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -30,8 +26,8 @@ pub struct PasswordHasher {
 
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
-/// The jobs waiting for a worker. A condition variable rather than a channel, so every idle
-/// worker times out on its own and releases its memory.
+/// The jobs waiting for a worker, behind a condition variable, so a worker can look at the queue
+/// and release its memory before it sleeps.
 #[derive(Default)]
 struct Queue {
     state: Mutex<QueueState>,
@@ -180,23 +176,15 @@ fn work(queue: &Queue) {
                 if state.closed {
                     break Next::Closed;
                 }
-                if memory.is_empty() {
-                    state = queue.ready.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
-                } else {
-                    let (again, waited) = queue
-                        .ready
-                        .wait_timeout(state, KEEP_MEMORY)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    state = again;
-                    if waited.timed_out() && state.jobs.is_empty() {
-                        break Next::Idle;
-                    }
+                if !memory.is_empty() {
+                    break Next::Idle;
                 }
+                state = queue.ready.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         };
         match next {
             Next::Job(job) => job(&mut memory),
-            // Freed outside the lock: returning 19 MiB to the system is not instant.
+            // Nothing queued: give the memory back, outside the lock (unmapping 19 MiB takes a while).
             Next::Idle => memory = Vec::new(),
             Next::Closed => return,
         }
