@@ -19,8 +19,9 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
 
-    /// Most database connections (PostgreSQL; SQLite always writes through one).
-    #[arg(long, env = "CORE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true,
+    /// Most database connections (PostgreSQL; SQLite always writes through one). Raise it when
+    /// PostgreSQL runs on cores of its own (BENCHMARKS.md).
+    #[arg(long, env = "CORE_DB_MAX_CONNECTIONS", default_value_t = crate::storage::DEFAULT_MAX_CONNECTIONS, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
 

@@ -18,6 +18,11 @@ use crate::domain::CoreError;
 /// The default database: a SQLite file in the working directory, created when missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://licensing.db?mode=rwc";
 
+/// PostgreSQL connections per core. Measured, not guessed (`scripts/bench`, BENCHMARKS.md): with
+/// the database on the same 2 cores, 2 to 4 connections gave a third more heartbeats than 16,
+/// whose backends only fought over the CPU. Raise it when PostgreSQL has cores of its own.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
+
 #[derive(Debug, Clone)]
 pub struct DbConfig {
     pub url: String,
@@ -32,7 +37,7 @@ impl DbConfig {
     pub fn new(url: impl Into<String>) -> Self {
         DbConfig {
             url: url.into(),
-            max_connections: 16,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             read_connections: 4,
             acquire_timeout: Duration::from_secs(5),
         }
