@@ -177,8 +177,31 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Applies pending migrations. Several processes may do this at the same moment on a fresh
+/// database (replicas starting together, a CLI command beside `serve`): each migration runs in a
+/// transaction, so the loser of such a race rolls back; it then finds nothing pending, because the
+/// winner applied it, and carries on. A failure that leaves migrations pending is retried a few
+/// times with backoff, then reported.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StorageError> {
-    migration::Migrator::up(db, None).await.map_err(StorageError::Migrate)
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        let error = match migration::Migrator::up(db, None).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let pending = migration::Migrator::get_pending_migrations(db).await.map(|p| p.len());
+        if pending.as_ref().is_ok_and(|n| *n == 0) {
+            tracing::debug!(%error, "another process applied the migrations first");
+            return Ok(());
+        }
+        if attempt == ATTEMPTS {
+            return Err(StorageError::Migrate(error));
+        }
+        tracing::debug!(%error, attempt, "migration failed with migrations still pending; retrying");
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        attempt += 1;
+    }
 }
 
 /// Why the database could not be made ready.

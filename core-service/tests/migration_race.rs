@@ -1,0 +1,63 @@
+//! Processes that migrate a fresh database at the same moment (replicas starting together, a CLI
+//! command run right after `serve`) must all start. Each round opens two independent connection
+//! pools, as two processes would, and migrates through both at once.
+
+use core_service::storage::{self, DbConfig};
+use sea_orm::{ConnectionTrait, Database};
+
+const ROUNDS: usize = 8;
+
+async fn race(url: &str) {
+    let config = DbConfig::new(url.to_owned());
+    let (a, b) = tokio::join!(storage::connect_and_migrate(&config), storage::connect_and_migrate(&config));
+    let a = a.unwrap_or_else(|e| panic!("first migrator failed: {e}"));
+    let b = b.unwrap_or_else(|e| panic!("second migrator failed: {e}"));
+    // Both see the whole schema, applied once.
+    for store in [&a, &b] {
+        let rows = store
+            .writer()
+            .query_all_raw(sea_orm::Statement::from_string(
+                store.writer().get_database_backend(),
+                "SELECT version FROM seaql_migrations",
+            ))
+            .await
+            .expect("migration table");
+        assert_eq!(rows.len(), 1, "each migration recorded exactly once");
+    }
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_migrators_on_a_fresh_sqlite_file_both_succeed() {
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join(format!("race-{round}.db")).display());
+        race(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_migrators_on_a_fresh_postgres_database_both_succeed() {
+    let admin_url = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = match Database::connect(&admin_url).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL is required in CI: {error}");
+            eprintln!("PostgreSQL unreachable: test skipped ({error})");
+            return;
+        }
+    };
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| admin_url.clone());
+    for round in 0..ROUNDS {
+        let name = format!("licensing_race_{}_{round}", std::process::id());
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create database");
+        race(&format!("{base}/{name}")).await;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .expect("drop database");
+    }
+    admin.close().await.ok();
+}
