@@ -30,6 +30,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn execute(cli: Cli) -> Result<(), String> {
     let db_config = cli.db_config();
     match cli.command {
+        Command::Health { url, timeout_secs } => {
+            health(&url, std::time::Duration::from_secs(timeout_secs)).await
+        }
         Command::Serve(args) => {
             let stop = shutdown_signal();
             let config = CoreConfig {
@@ -80,6 +83,31 @@ async fn execute(cli: Cli) -> Result<(), String> {
             core.revoke_token(&developer, id).await.map_err(|e| e.to_string())?;
             print_json(&serde_json::json!({"id": id, "revoked": true}))
         }
+    }
+}
+
+/// Checks a running core's overall gRPC health; prints `{"status":"serving"}` when it serves.
+async fn health(url: &str, limit: std::time::Duration) -> Result<(), String> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("invalid core URL `{url}`: {e}"))?
+        .connect_timeout(limit)
+        .timeout(limit);
+    let check = async {
+        let channel = endpoint.connect().await.map_err(|e| format!("cannot reach the core at {url}: {e}"))?;
+        let answer =
+            HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.map_err(
+                |status| format!("the core at {url} did not answer its health check: {}", status.message()),
+            )?;
+        Ok::<_, String>(answer.into_inner().status())
+    };
+    match tokio::time::timeout(limit, check).await {
+        Err(_) => Err(format!("the core at {url} did not answer within {} s", limit.as_secs())),
+        Ok(Err(message)) => Err(message),
+        Ok(Ok(ServingStatus::Serving)) => print_json(&serde_json::json!({"status": "serving"})),
+        Ok(Ok(other)) => Err(format!("the core at {url} is not serving: {}", other.as_str_name())),
     }
 }
 

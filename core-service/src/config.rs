@@ -50,6 +50,16 @@ pub enum Command {
     /// Manage developer API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Ask a running core whether it serves (the standard gRPC health check); exits 0 when it
+    /// does, 1 otherwise. For container health checks: no other tool needed.
+    Health {
+        /// The core's gRPC URL (plain `http://` only).
+        #[arg(long, env = "CORE_HEALTH_URL", default_value = "http://127.0.0.1:50051")]
+        url: String,
+        /// Longest wait for the answer, in seconds.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

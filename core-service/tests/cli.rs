@@ -199,3 +199,31 @@ fn serve_fails_within_seconds_when_postgres_is_unreachable() {
     assert!(!err.contains("hidden-pw"), "the password is not shown: {err}");
     assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
 }
+
+#[test]
+fn health_exits_0_for_a_serving_core_and_1_otherwise() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // Nothing listens yet: one clear line, exit 1, within the timeout.
+    let start = Instant::now();
+    let down = sb.run(&["health", "--url", &url, "--timeout-secs", "2"]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(one_error_line(&down).contains(&url));
+    assert!(start.elapsed() < Duration::from_secs(10));
+
+    let mut child = sb.cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")]).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "core did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let up = sb.run(&["health", "--url", &url]);
+    assert_eq!(stdout_json(&up), serde_json::json!({"status": "serving"}));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let bad = sb.run(&["health", "--url", "not a url"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(one_error_line(&bad).contains("invalid core URL"));
+}

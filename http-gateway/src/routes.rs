@@ -38,6 +38,7 @@ const ADMIN_PATH: &str = "/api/admin.php";
 pub struct State {
     pub client: ClientServiceClient<Channel>,
     pub developer: DeveloperServiceClient<Channel>,
+    pub health: tonic_health::pb::health_client::HealthClient<Channel>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_upload_bytes: u64,
     pub core_timeout: Duration,
@@ -98,9 +99,14 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
         .then(client_endpoint);
     let admin = warp::path!("api" / "admin.php")
         .and(warp::post())
-        .and(with_state)
+        .and(with_state.clone())
         .and(incoming())
         .then(admin_endpoint);
+    // Probes for orchestrators: `/healthz` says the process answers; `/readyz` that the core
+    // answers its gRPC health check in time, so a load balancer can send traffic elsewhere.
+    let healthz =
+        warp::path!("healthz").and(warp::get()).map(|| replies::ok(&serde_json::json!({"status": "ok"})));
+    let readyz = warp::path!("readyz").and(warp::get()).and(with_state.clone()).then(readiness);
     let fallback =
         warp::path::full().and(warp::method()).and_then(|path: FullPath, method: Method| async move {
             let error = match path.as_str() {
@@ -110,7 +116,35 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
             };
             Ok::<_, Rejection>(error.into_response())
         });
-    client.or(admin).unify().or(fallback).unify().recover(handle_rejection).unify()
+    client
+        .or(admin)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(fallback)
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+}
+
+/// Longest wait for the core's health answer before `/readyz` says not ready.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn readiness(state: Arc<State>) -> Response {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let mut health = state.health.clone();
+    let check = health.check(HealthCheckRequest { service: String::new() });
+    let serving = matches!(
+        tokio::time::timeout(READINESS_TIMEOUT, check).await,
+        Ok(Ok(answer)) if answer.get_ref().status() == ServingStatus::Serving
+    );
+    if serving {
+        replies::ok(&serde_json::json!({"status": "ready"}))
+    } else {
+        ApiError::unavailable().into_response()
+    }
 }
 
 fn caller(state: &State, incoming: &Incoming) -> Caller {

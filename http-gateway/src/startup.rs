@@ -97,7 +97,8 @@ impl Gateway {
         }
         let state = State {
             client: ClientServiceClient::new(channel.clone()),
-            developer: DeveloperServiceClient::new(channel),
+            developer: DeveloperServiceClient::new(channel.clone()),
+            health: tonic_health::pb::health_client::HealthClient::new(channel),
             trusted_proxies: config.trusted_proxies,
             max_upload_bytes: config.max_upload_bytes,
             core_timeout: config.core_timeout,
