@@ -11,5 +11,7 @@ pub mod v1 {
 }
 
 mod error_code;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 
 pub use error_code::{ERROR_DOMAIN, ErrorCode, RESPONSE_TOKEN_METADATA, RETRY_AFTER_METADATA};

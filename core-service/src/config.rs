@@ -31,6 +31,10 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub db_read_connections: u32,
 
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "CORE_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: licensing::telemetry::LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }

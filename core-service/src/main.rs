@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         core_service::config::Command::Serve(_) => "info",
         _ => "warn",
     };
-    core_service::telemetry::init(default_level);
+    core_service::telemetry::init(default_level, cli.log_format);
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(core_service::cli::run(cli)),
         Err(e) => {

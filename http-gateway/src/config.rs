@@ -62,6 +62,10 @@ impl GatewayConfig {
 #[derive(Debug, Parser)]
 #[command(name = "http-gateway", version, about)]
 pub struct Cli {
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", default_value = "text")]
+    pub log_format: licensing::telemetry::LogFormat,
+
     /// Address to serve HTTP on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let log_format = cli.log_format;
     let config = match GatewayConfig::try_from(cli) {
         Ok(config) => config,
         Err(error) => {
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    startup::init_tracing();
+    licensing::telemetry::init("info", log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

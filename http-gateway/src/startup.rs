@@ -402,12 +402,3 @@ pub async fn shutdown_signal() {
         () = terminate => tracing::info!("SIGTERM received"),
     }
 }
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour codes help a person at a terminal; in a log file they are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
-}

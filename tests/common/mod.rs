@@ -258,7 +258,7 @@ pub fn init_tracing() {
 fn tracing_subscriber_init() -> Option<()> {
     // Printed only when asked (RUST_LOG set); the test harness captures it per test.
     std::env::var("RUST_LOG").ok()?;
-    core_service::telemetry::init("info");
+    core_service::telemetry::init("info", core_service::telemetry::LogFormat::Text);
     Some(())
 }
 
