@@ -159,9 +159,38 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, StorageErr
     } else {
         options.max_connections(config.max_connections).min_connections(1);
     }
-    Database::connect(options)
-        .await
-        .map_err(|source| StorageError::Connect { url: redact(&config.url), source })
+    // Switching a fresh SQLite file into WAL mode needs a lock that SQLite's busy handler does not
+    // wait for, so two processes opening a new file at the same moment (a CLI command right after
+    // `serve`) can see SQLITE_BUSY here: wait and try again, as the busy timeout would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match Database::connect(options.clone()).await {
+            Ok(db) => return Ok(db),
+            Err(source) if is_busy(&source) && std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %source, "the database is locked while opening; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Err(source) => return Err(StorageError::Connect { url: redact(&config.url), source }),
+        }
+    }
+}
+
+/// SQLITE_BUSY (and its extended codes): another connection holds a lock for now.
+fn is_busy(err: &DbErr) -> bool {
+    let (DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))
+    | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Database(db) => {
+            db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|code| code & 0xff == 5)
+        }
+        _ => false,
+    }
 }
 
 /// The URL without its password, for messages.
