@@ -651,12 +651,14 @@ async fn api_tokens(backend: Backend) {
     };
     let app = dev.get_app(with_token(&created.token)).await.expect("token works").into_inner();
     assert_eq!(app.secret, fx.secret);
-    expect_code(dev.get_app(with_token("lic_not-a-real-token")).await, "invalid_developer");
+    let unknown = expect_code(dev.get_app(with_token("lic_not-a-real-token")).await, "invalid_developer");
+    assert_eq!(unknown.message(), "the API token is unknown or revoked");
     let listed = core.core.list_tokens("dev-token").await.expect("list");
     assert_eq!(listed.len(), 1);
     assert!(created.token.starts_with(&listed[0].prefix));
     core.core.revoke_token("dev-token", created.id).await.expect("revoke");
-    expect_code(dev.get_app(with_token(&created.token)).await, "invalid_developer");
+    let revoked = expect_code(dev.get_app(with_token(&created.token)).await, "invalid_developer");
+    assert_eq!(revoked.message(), "the API token is unknown or revoked", "not a password message");
     // A token of another developer does not open this app.
     core.fixture("other-dev").await;
     let other = core.core.add_token("other-dev").await.expect("token");

@@ -19,6 +19,9 @@ pub enum CoreError {
     InvalidCredentials,
     #[error("wrong developer username or password")]
     InvalidDeveloper,
+    /// Same contract code as `InvalidDeveloper`, with a message that names what was wrong.
+    #[error("the API token is unknown or revoked")]
+    InvalidToken,
     #[error("the developer does not own this app")]
     Forbidden,
     #[error("the account is bound to another HWID")]
@@ -56,7 +59,7 @@ impl CoreError {
             CoreError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             CoreError::InvalidAppSecret => ErrorCode::InvalidAppSecret,
             CoreError::InvalidCredentials => ErrorCode::InvalidCredentials,
-            CoreError::InvalidDeveloper => ErrorCode::InvalidDeveloper,
+            CoreError::InvalidDeveloper | CoreError::InvalidToken => ErrorCode::InvalidDeveloper,
             CoreError::Forbidden => ErrorCode::Forbidden,
             CoreError::HwidMismatch => ErrorCode::HwidMismatch,
             CoreError::LicenceBanned => ErrorCode::LicenceBanned,
@@ -95,6 +98,7 @@ impl CoreError {
             self,
             CoreError::InvalidCredentials
                 | CoreError::InvalidDeveloper
+                | CoreError::InvalidToken
                 | CoreError::HwidMismatch
                 | CoreError::InvalidAppSecret
         )

@@ -121,7 +121,7 @@ impl Core {
                     Some(t) => t.developer_id,
                     None => {
                         self.throttle.record_failure(&[address_key]);
-                        return Err(CoreError::InvalidDeveloper);
+                        return Err(CoreError::InvalidToken);
                     }
                 }
             }
