@@ -5,7 +5,7 @@ use licensing::ErrorCode;
 /// Every failure the core can answer, each carrying one stable code of the contract.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    #[error("{field} is required")]
+    #[error("missing field `{field}`")]
     MissingField { field: &'static str },
     #[error("{message}")]
     InvalidField { field: &'static str, message: Cow<'static, str> },
