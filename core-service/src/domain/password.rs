@@ -130,9 +130,10 @@ impl PasswordHasher {
         self.inner.computed.fetch_add(1, Ordering::SeqCst);
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
-            // Leaves the queue when a worker takes the job, even if the caller has gone.
-            drop(guard);
             let _ = reply.send(work(memory));
+            // Counted until its computation ends, even if the caller has gone: the bound is on
+            // Argon2 work in the process, waiting or running.
+            drop(guard);
         });
         self.inner.queue.lock().jobs.push_back(job);
         self.inner.queue.ready.notify_one();
