@@ -5,7 +5,7 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseTransaction;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tokio::sync::mpsc;
 
 use super::{AppView, Core, LicenceView, UserView};
@@ -69,14 +69,17 @@ pub struct ListPage<T> {
     pub next_page_token: String,
 }
 
+/// A requested page size checked against the maximum; 0 asks for `default`.
+fn checked_page_size(page_size: u32, default: u32) -> Result<u64, CoreError> {
+    match page_size {
+        0 => Ok(u64::from(default)),
+        n if n > MAX_PAGE_SIZE => Err(CoreError::invalid("page_size", "page_size must be at most 1000")),
+        n => Ok(u64::from(n)),
+    }
+}
+
 fn page_params(page_size: u32, page_token: &str) -> Result<(u64, i64), CoreError> {
-    let size = match page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n > MAX_PAGE_SIZE => {
-            return Err(CoreError::invalid("page_size", "page_size must be at most 1000"));
-        }
-        n => n,
-    };
+    let size = checked_page_size(page_size, DEFAULT_PAGE_SIZE)?;
     let after =
         if page_token.is_empty() {
             0
@@ -85,7 +88,7 @@ fn page_params(page_size: u32, page_token: &str) -> Result<(u64, i64), CoreError
                 CoreError::invalid("page_token", "page_token is not one this service issued")
             })?
         };
-    Ok((u64::from(size), after))
+    Ok((size, after))
 }
 
 /// Pages of a stream: the items, and the id to continue after (none after the last page).
@@ -94,19 +97,53 @@ pub type PageFuture<T> = Pin<Box<dyn Future<Output = Result<(Vec<T>, Option<i64>
 /// The pages of a streamed listing as they are read; an error ends it.
 pub type PageStream<T> = mpsc::Receiver<Result<Vec<T>, CoreError>>;
 
-fn stream_page_size(page_size: u32) -> Result<u64, CoreError> {
-    match page_size {
-        0 => Ok(u64::from(MAX_PAGE_SIZE)),
-        n if n > MAX_PAGE_SIZE => Err(CoreError::invalid("page_size", "page_size must be at most 1000")),
-        n => Ok(u64::from(n)),
-    }
+/// The id the next page starts after, when this page was full (a short page is the last).
+fn continue_after(len: usize, size: u64, last_id: Option<i64>) -> Option<i64> {
+    last_id.filter(|_| len as u64 == size)
 }
 
-fn next_token(len: usize, size: u64, last_id: Option<i64>) -> String {
-    match last_id {
-        Some(id) if len as u64 == size => id.to_string(),
-        _ => String::new(),
-    }
+/// One page of the app's licences with their holders' names, for both the paged and the streamed
+/// listing.
+async fn licence_page(
+    c: &impl ConnectionTrait,
+    app_id: i64,
+    after: i64,
+    size: u64,
+) -> Result<(Vec<LicenceView>, Option<i64>), CoreError> {
+    let rows = queries::licences_page(c, app_id, after, size).await?;
+    let holders: Vec<i64> = rows.iter().filter_map(|l| l.user_id).collect();
+    let names = queries::usernames(c, &holders).await?;
+    let next = continue_after(rows.len(), size, rows.last().map(|l| l.id));
+    let items = rows
+        .into_iter()
+        .map(|l| {
+            let used_by = l.user_id.and_then(|id| names.get(&id).cloned());
+            LicenceView::new(l, used_by)
+        })
+        .collect();
+    Ok((items, next))
+}
+
+/// One page of the app's end users with their standing, for both listings.
+async fn user_page(
+    c: &impl ConnectionTrait,
+    app_id: i64,
+    after: i64,
+    size: u64,
+) -> Result<(Vec<UserView>, Option<i64>), CoreError> {
+    let rows = queries::users_page(c, app_id, after, size).await?;
+    let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
+    let held = queries::held_licences(c, &ids).await?;
+    let now = Utc::now();
+    let next = continue_after(rows.len(), size, rows.last().map(|u| u.id));
+    let items = rows
+        .into_iter()
+        .map(|u| {
+            let standing = Standing::derive(held.get(&u.id).map(Vec::as_slice).unwrap_or(&[]), now);
+            UserView::new(u, standing)
+        })
+        .collect();
+    Ok((items, next))
 }
 
 impl Core {
@@ -191,18 +228,8 @@ impl Core {
     ) -> Result<ListPage<LicenceView>, CoreError> {
         let (size, after) = page_params(page_size, page_token)?;
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let rows = queries::licences_page(self.db.reader(), app.id, after, size).await?;
-        let holders: Vec<i64> = rows.iter().filter_map(|l| l.user_id).collect();
-        let names = queries::usernames(self.db.reader(), &holders).await?;
-        let next_page_token = next_token(rows.len(), size, rows.last().map(|l| l.id));
-        let items = rows
-            .into_iter()
-            .map(|l| {
-                let used_by = l.user_id.and_then(|id| names.get(&id).cloned());
-                LicenceView::new(l, used_by)
-            })
-            .collect();
-        Ok(ListPage { items, next_page_token })
+        let (items, next) = licence_page(self.db.reader(), app.id, after, size).await?;
+        Ok(ListPage { items, next_page_token: next.map(|id| id.to_string()).unwrap_or_default() })
     }
 
     /// Every licence of the app, a page per message, from one snapshot after one authentication.
@@ -211,24 +238,10 @@ impl Core {
         scope: ScopeInput,
         page_size: u32,
     ) -> Result<PageStream<LicenceView>, CoreError> {
-        let size = stream_page_size(page_size)?;
+        let size = checked_page_size(page_size, MAX_PAGE_SIZE)?;
         let app_id = self.authorize(ParsedScope::parse(scope)?).await?.id;
         Ok(self.stream_pages(move |txn, after| {
-            Box::pin(async move {
-                let rows = queries::licences_page(txn.as_ref(), app_id, after, size).await?;
-                let holders: Vec<i64> = rows.iter().filter_map(|l| l.user_id).collect();
-                let names = queries::usernames(txn.as_ref(), &holders).await?;
-                let full = rows.len() as u64 == size;
-                let last = rows.last().map(|l| l.id).filter(|_| full);
-                let items = rows
-                    .into_iter()
-                    .map(|l| {
-                        let used_by = l.user_id.and_then(|id| names.get(&id).cloned());
-                        LicenceView::new(l, used_by)
-                    })
-                    .collect::<Vec<_>>();
-                Ok((items, last))
-            })
+            Box::pin(async move { licence_page(txn.as_ref(), app_id, after, size).await })
         }))
     }
 
@@ -238,26 +251,10 @@ impl Core {
         scope: ScopeInput,
         page_size: u32,
     ) -> Result<PageStream<UserView>, CoreError> {
-        let size = stream_page_size(page_size)?;
+        let size = checked_page_size(page_size, MAX_PAGE_SIZE)?;
         let app_id = self.authorize(ParsedScope::parse(scope)?).await?.id;
         Ok(self.stream_pages(move |txn, after| {
-            Box::pin(async move {
-                let rows = queries::users_page(txn.as_ref(), app_id, after, size).await?;
-                let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
-                let held = queries::held_licences(txn.as_ref(), &ids).await?;
-                let now = Utc::now();
-                let full = rows.len() as u64 == size;
-                let last = rows.last().map(|u| u.id).filter(|_| full);
-                let items = rows
-                    .into_iter()
-                    .map(|u| {
-                        let standing =
-                            Standing::derive(held.get(&u.id).map(Vec::as_slice).unwrap_or(&[]), now);
-                        UserView::new(u, standing)
-                    })
-                    .collect();
-                Ok((items, last))
-            })
+            Box::pin(async move { user_page(txn.as_ref(), app_id, after, size).await })
         }))
     }
 
@@ -371,19 +368,8 @@ impl Core {
     ) -> Result<ListPage<UserView>, CoreError> {
         let (size, after) = page_params(page_size, page_token)?;
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let rows = queries::users_page(self.db.reader(), app.id, after, size).await?;
-        let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
-        let held = queries::held_licences(self.db.reader(), &ids).await?;
-        let now = Utc::now();
-        let next_page_token = next_token(rows.len(), size, rows.last().map(|u| u.id));
-        let items = rows
-            .into_iter()
-            .map(|u| {
-                let standing = Standing::derive(held.get(&u.id).map(Vec::as_slice).unwrap_or(&[]), now);
-                UserView::new(u, standing)
-            })
-            .collect();
-        Ok(ListPage { items, next_page_token })
+        let (items, next) = user_page(self.db.reader(), app.id, after, size).await?;
+        Ok(ListPage { items, next_page_token: next.map(|id| id.to_string()).unwrap_or_default() })
     }
 
     pub async fn delete_user(&self, scope: ScopeInput, user_id: i64) -> Result<(), CoreError> {
@@ -430,8 +416,8 @@ mod tests {
 
     #[test]
     fn a_short_page_is_the_last() {
-        assert_eq!(next_token(3, 3, Some(9)), "9");
-        assert_eq!(next_token(2, 3, Some(9)), "");
-        assert_eq!(next_token(0, 3, None), "");
+        assert_eq!(continue_after(3, 3, Some(9)), Some(9));
+        assert_eq!(continue_after(2, 3, Some(9)), None);
+        assert_eq!(continue_after(0, 3, None), None);
     }
 }
