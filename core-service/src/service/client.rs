@@ -322,15 +322,26 @@ impl Core {
         secret: &AppSecret,
         address: &str,
     ) -> Result<app::Model, CoreError> {
-        let app = queries::find_app_by_secret(self.db.reader(), secret.expose())
-            .await?
-            // The index found it; compare again in constant time in case a backend collation
-            // matched loosely.
-            .filter(|a| constant_time_eq(a.secret.as_bytes(), secret.expose().as_bytes()));
-        match app {
-            Some(app) => {
+        let found = queries::find_app_by_secret(self.db.reader(), secret.expose()).await?;
+        self.accept_app(scope, found, |app| app, secret, address)
+    }
+
+    /// Accepts what a lookup by app secret found. The index found it; the secret is compared
+    /// again in constant time in case a backend collation matched loosely. A match lets the answer
+    /// be signed with the app's key; a miss counts against the address.
+    fn accept_app<T>(
+        &self,
+        scope: &mut TokenScope,
+        found: Option<T>,
+        app_of: impl Fn(&T) -> &app::Model,
+        secret: &AppSecret,
+        address: &str,
+    ) -> Result<T, CoreError> {
+        match found.filter(|f| constant_time_eq(app_of(f).secret.as_bytes(), secret.expose().as_bytes())) {
+            Some(found) => {
+                let app = app_of(&found);
                 scope.app = Some((app.private_key.clone(), app.offline_grace_secs));
-                Ok(app)
+                Ok(found)
             }
             None => {
                 self.throttle.record_failure(&[ThrottleKey::Address(address.to_owned())]);
@@ -349,16 +360,9 @@ impl Core {
         self.throttle.check(&address_key)?;
         // The app, the user and their licences in one round trip; the checks below still run in
         // the contract's order.
-        let found = queries::sign_in(self.db.reader(), auth.secret.expose(), auth.username.as_str())
-            .await?
-            // The index found it; compare again in constant time in case a backend collation
-            // matched loosely.
-            .filter(|s| constant_time_eq(s.app.secret.as_bytes(), auth.secret.expose().as_bytes()));
-        let Some(queries::SignIn { app, user, held }) = found else {
-            self.throttle.record_failure(&[address_key]);
-            return Err(CoreError::InvalidAppSecret);
-        };
-        scope.app = Some((app.private_key.clone(), app.offline_grace_secs));
+        let found = queries::sign_in(self.db.reader(), auth.secret.expose(), auth.username.as_str()).await?;
+        let queries::SignIn { app, user, held } =
+            self.accept_app(scope, found, |s| &s.app, &auth.secret, address)?;
         if !app.online {
             return Err(CoreError::AppOffline);
         }
