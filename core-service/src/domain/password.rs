@@ -144,11 +144,6 @@ impl PasswordHasher {
     pub fn computed(&self) -> u64 {
         self.inner.computed.load(Ordering::SeqCst)
     }
-
-    /// Computations waiting for a worker or running now.
-    pub fn queued(&self) -> usize {
-        self.inner.queued.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for Inner {

@@ -75,13 +75,6 @@ impl SigningKeys {
     }
 }
 
-/// Signs `claims` with the app's Ed25519 private key (its 32-byte seed).
-pub fn sign(seed: &[u8], claims: &Claims) -> Result<String, CoreError> {
-    let seed: [u8; 32] =
-        seed.try_into().map_err(|_| CoreError::internal("stored app signing key is not 32 bytes"))?;
-    sign_with(&SigningKey::from_bytes(&seed), claims)
-}
-
 fn sign_with(key: &SigningKey, claims: &Claims) -> Result<String, CoreError> {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"JWT"}"#);
     let payload = serde_json::to_vec(claims).map_err(CoreError::internal)?;
@@ -113,7 +106,7 @@ mod tests {
             pings: None,
             sha256: None,
         };
-        let token = sign(&seed, &claims).expect("sign");
+        let token = sign_with(&SigningKey::from_bytes(&seed), &claims).expect("sign");
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header: serde_json::Value =

@@ -96,11 +96,6 @@ impl Core {
         &self.db
     }
 
-    /// How heartbeats have been batched so far.
-    pub fn ping_batches(&self) -> &crate::storage::pings::BatchStats {
-        self.pings.stats()
-    }
-
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

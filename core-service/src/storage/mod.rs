@@ -86,17 +86,12 @@ pub async fn connect_and_migrate(config: &DbConfig) -> Result<Store, StorageErro
         return Ok(Store::single(writer));
     }
     // Opened after the migration, so the file exists and is already in WAL mode.
-    let mut options = ConnectOptions::new(config.url.clone());
+    let mut options = base_options(config);
     options
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(config.acquire_timeout)
         .max_connections(config.read_connections)
         .min_connections(1)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(Duration::from_secs(10)));
-    let reader = Database::connect(options)
-        .await
-        .map_err(|source| StorageError::Connect { url: redact(&config.url), source })?;
+        .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(SQLITE_BUSY_TIMEOUT));
+    let reader = open(options, config).await?;
     Ok(Store { writer, reader })
 }
 
@@ -140,12 +135,21 @@ pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, CoreE
     Ok(db.begin().await?)
 }
 
-pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, StorageError> {
+/// How long SQLite waits for another connection's lock before a statement fails.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every pool shares: the URL, the timeouts, no statement logging.
+fn base_options(config: &DbConfig) -> ConnectOptions {
     let mut options = ConnectOptions::new(config.url.clone());
     options
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(config.acquire_timeout)
         .sqlx_logging(false);
+    options
+}
+
+pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, StorageError> {
+    let mut options = base_options(config);
     if config.is_sqlite() {
         // One connection serialises writers inside the process, so no transaction ever fails
         // with SQLITE_BUSY on a lock upgrade; WAL and the busy timeout cover other processes
@@ -153,16 +157,21 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, StorageErr
         options.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
         });
     } else {
         options.max_connections(config.max_connections).min_connections(1);
     }
-    // Switching a fresh SQLite file into WAL mode needs a lock that SQLite's busy handler does not
-    // wait for, so two processes opening a new file at the same moment (a CLI command right after
-    // `serve`) can see SQLITE_BUSY here: wait and try again, as the busy timeout would.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    open(options, config).await
+}
+
+/// Opens a pool. Switching a fresh SQLite file into WAL mode needs a lock that SQLite's busy
+/// handler does not wait for, so two processes opening a new file at the same moment (a CLI
+/// command right after `serve`) can see SQLITE_BUSY here: wait and try again, as the busy timeout
+/// would.
+async fn open(options: ConnectOptions, config: &DbConfig) -> Result<DatabaseConnection, StorageError> {
+    let deadline = std::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
     let mut pause = Duration::from_millis(20);
     loop {
         match Database::connect(options.clone()).await {

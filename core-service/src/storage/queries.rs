@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, IdenStatic,
-    Iterable, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
-    sea_query::{Expr, ExprTrait},
+    Iterable, QueryFilter, QueryOrder, QuerySelect, Set, Statement, sea_query::Expr,
 };
 
 use super::{
@@ -248,21 +247,6 @@ pub async fn bind_hwid(
         .exec(c)
         .await?;
     Ok(user::Entity::find_by_id(user_id).one(c).await?.and_then(|u| u.hwid))
-}
-
-/// Counts one ping in SQL (never read-modify-write) and answers the new total.
-pub async fn count_ping(
-    c: &impl ConnectionTrait,
-    user_id: i64,
-    now: DateTime<Utc>,
-) -> Result<i64, CoreError> {
-    let updated = user::Entity::update_many()
-        .col_expr(user::Column::TotalPings, Expr::col(user::Column::TotalPings).add(1))
-        .col_expr(user::Column::LastSeen, Expr::value(now))
-        .filter(user::Column::Id.eq(user_id))
-        .exec_with_returning(c)
-        .await?;
-    updated.first().map(|u| u.total_pings).ok_or(CoreError::NotFound("the user no longer exists"))
 }
 
 pub async fn find_user_by_id(
