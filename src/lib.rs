@@ -10,6 +10,8 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("licensing_descriptor");
 }
 
+#[cfg(feature = "allocator")]
+pub mod allocator;
 mod error_code;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;

@@ -7,9 +7,7 @@ use clap::{Parser, error::ErrorKind};
 use http_gateway::{Cli, Gateway, GatewayConfig, startup};
 
 fn main() -> ExitCode {
-    // SAFETY: sets one allocator option (15: purge delay) before any other thread exists, so
-    // streamed chunks go back to the system when freed; MIMALLOC_PURGE_DELAY still wins.
-    unsafe { libmimalloc_sys::mi_option_set_default(15, 0) };
+    licensing::allocator::purge_freed_memory_at_once();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
