@@ -13,6 +13,8 @@ pub mod v1 {
 #[cfg(feature = "allocator")]
 pub mod allocator;
 mod error_code;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 

@@ -41,6 +41,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
                 settings: args.settings(),
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
                 tls: args.tls()?,
+                metrics_listen: args.metrics_listen,
             };
             let app = Application::build(config).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(stop).await.map_err(|e| e.to_string())

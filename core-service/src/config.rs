@@ -154,6 +154,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CORE_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: u64,
 
+    /// Serve Prometheus metrics over plain HTTP at `http://ADDR/metrics` (off when unset). Keep
+    /// the address internal: the metrics name no user, but they show traffic.
+    #[arg(long, env = "CORE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PEM certificate chain: with --tls-key, gRPC is served over TLS (plain TCP without both).
     #[arg(long, env = "CORE_TLS_CERT", value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,

@@ -32,6 +32,8 @@ pub struct CoreConfig {
     pub shutdown_grace: Duration,
     /// Serve gRPC over TLS with this certificate and key; `None` serves plain TCP.
     pub tls: Option<TlsFiles>,
+    /// Serve Prometheus metrics over HTTP on this address; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// PEM files of a TLS server identity.
@@ -55,6 +57,7 @@ impl CoreConfig {
             settings: Settings::default(),
             shutdown_grace: Duration::from_secs(30),
             tls: None,
+            metrics_listen: None,
         }
     }
 }
@@ -86,6 +89,7 @@ pub struct Application {
     tls: bool,
     core: Arc<Core>,
     shutdown_grace: Duration,
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Application {
@@ -108,6 +112,15 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
         let addr =
             listener.local_addr().map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let metrics = match config.metrics_listen {
+            Some(wanted) => {
+                let bind_error = |source| StartupError::Bind { addr: wanted, source };
+                let listener = TcpListener::bind(wanted).await.map_err(bind_error)?;
+                let addr = listener.local_addr().map_err(bind_error)?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
         let db = storage::connect_and_migrate(&config.db).await?;
         let core = Core::new(db, config.settings).map_err(|e| StartupError::Core(e.to_string()))?;
         Ok(Application {
@@ -117,11 +130,17 @@ impl Application {
             tls: config.tls.is_some(),
             core: Arc::new(core),
             shutdown_grace: config.shutdown_grace,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     pub fn core(&self) -> Arc<Core> {
@@ -157,7 +176,12 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight calls");
             let _ = stopped_tx.send(());
         };
-        let mut server = self.server;
+        // Dropped (and so stopped) when this function returns.
+        let _metrics = self.metrics.map(|(listener, addr)| {
+            tracing::info!(%addr, "metrics served at /metrics");
+            AbortOnDrop(tokio::spawn(crate::metrics::serve(listener, self.core.clone())))
+        });
+        let mut server = self.server.layer(crate::metrics::RpcObserverLayer);
         let server = server
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -177,6 +201,14 @@ impl Application {
         }
         self.core.store().clone().close().await;
         Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

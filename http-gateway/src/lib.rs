@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod forms;
 mod listing;
+mod metrics;
 mod replies;
 mod routes;
 pub mod startup;

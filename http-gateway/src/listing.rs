@@ -12,7 +12,10 @@ use warp::{
     reply::{Reply, Response},
 };
 
-use crate::error::{ApiError, JSON_CONTENT_TYPE};
+use crate::{
+    error::{ApiError, JSON_CONTENT_TYPE},
+    metrics,
+};
 
 /// Answers a JSON array of the rows of every page. The first page is awaited before the answer
 /// starts, so a failure there still gets its proper status and body. A failure after the answer
@@ -38,6 +41,7 @@ where
     if let Some(page) = first {
         write_rows(&mut opening, &mut empty, rows(page))?;
     }
+    metrics::streamed(metrics::Stream::Listing, opening.len());
     let state = Some(Pages { pages, idle, rows, empty });
     let rest = stream::unfold(state, |state| async move {
         let mut state = state?;
@@ -45,11 +49,17 @@ where
             Ok(Ok(Some(page))) => {
                 let mut out = Vec::new();
                 match write_rows(&mut out, &mut state.empty, (state.rows)(page)) {
-                    Ok(()) => Some((Ok(Bytes::from(out)), Some(state))),
+                    Ok(()) => {
+                        metrics::streamed(metrics::Stream::Listing, out.len());
+                        Some((Ok(Bytes::from(out)), Some(state)))
+                    }
                     Err(_) => Some((Err(io::Error::other("cannot serialise a row")), None)),
                 }
             }
-            Ok(Ok(None)) => Some((Ok(Bytes::from_static(b"]")), None)),
+            Ok(Ok(None)) => {
+                metrics::streamed(metrics::Stream::Listing, 1);
+                Some((Ok(Bytes::from_static(b"]")), None))
+            }
             Ok(Err(status)) => {
                 tracing::warn!(code = ?status.code(), "a listing failed midway");
                 Some((Err(io::Error::other("the core failed midway")), None))

@@ -27,7 +27,7 @@ use crate::{
     client_addr::client_address,
     error::{ApiError, handle_rejection},
     forms::{Caller, Form, FromForm},
-    listing, replies,
+    listing, metrics, replies,
     transfer::{self, BodyStream},
 };
 
@@ -57,10 +57,15 @@ impl State {
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T, Status> {
-        match tokio::time::timeout(self.core_timeout, call).await {
+        let _in_flight = metrics::CoreCall::start();
+        let answer = match tokio::time::timeout(self.core_timeout, call).await {
             Ok(answer) => answer.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("the core did not answer in time")),
+        };
+        if let Err(status) = &answer {
+            metrics::core_failed(status.code());
         }
+        answer
     }
 }
 
@@ -107,6 +112,14 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
     let healthz =
         warp::path!("healthz").and(warp::get()).map(|| replies::ok(&serde_json::json!({"status": "ok"})));
     let readyz = warp::path!("readyz").and(warp::get()).and(with_state.clone()).then(readiness);
+    let metrics = warp::path!("metrics").and(warp::get()).map(|| {
+        let mut response = Response::new(metrics::render().into());
+        response.headers_mut().insert(
+            warp::http::header::CONTENT_TYPE,
+            warp::http::HeaderValue::from_static(licensing::metrics::CONTENT_TYPE),
+        );
+        response
+    });
     let fallback =
         warp::path::full().and(warp::method()).and_then(|path: FullPath, method: Method| async move {
             let error = match path.as_str() {
@@ -122,6 +135,8 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
         .or(healthz)
         .unify()
         .or(readyz)
+        .unify()
+        .or(metrics)
         .unify()
         .or(fallback)
         .unify()
@@ -185,13 +200,16 @@ fn finish(
             (error.into_response(), code)
         }
     };
+    let latency = started.elapsed();
+    let action = action.unwrap_or("-");
+    metrics::request(path, action, code, latency);
     tracing::info!(
         path,
-        action = action.unwrap_or("-"),
+        action,
         code,
         http = response.status().as_u16(),
         address = %caller.address,
-        latency_ms = started.elapsed().as_millis() as u64,
+        latency_ms = latency.as_millis() as u64,
         "request"
     );
     response

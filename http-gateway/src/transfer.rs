@@ -18,7 +18,7 @@ use warp::{
 use crate::{
     error::{ApiError, set_token_header},
     forms::{Caller, FORM_LIMIT, Form, FromForm, multipart_boundary, multipart_error},
-    replies,
+    metrics, replies,
     routes::State,
 };
 
@@ -200,6 +200,7 @@ async fn forward_download(
                 if sent > size {
                     break "the core sent more bytes than announced";
                 }
+                metrics::streamed(metrics::Stream::Download, chunk.len());
                 if !chunk.is_empty() && tx.send(Ok(Bytes::from(chunk))).await.is_err() {
                     return;
                 }
@@ -277,6 +278,7 @@ pub async fn upload(
     }
     let mut client = state.developer.clone();
     let call = client.upload_file(tonic::Request::new(ReceiverStream::new(rx)));
+    let _in_flight = metrics::CoreCall::start();
     let pump = pump_upload(file, tx);
     tokio::pin!(call, pump);
 
@@ -291,7 +293,7 @@ pub async fn upload(
             // The core answered before the end of the file (bad credentials, too large):
             // read on briefly so the client is listening when the answer goes out.
             let _ = tokio::time::timeout(DRAIN_TIME, &mut pump).await;
-            answer.map(tonic::Response::into_inner)
+            answer.map(tonic::Response::into_inner).inspect_err(|status| metrics::core_failed(status.code()))
         }
     };
     answer.map_err(|status| ApiError::from_status(&status))?;
@@ -308,6 +310,7 @@ async fn pump_upload(
     let mut open = true;
     while let Some(mut chunk) = file.chunk().await.map_err(multipart_error)? {
         total += chunk.len() as u64;
+        metrics::streamed(metrics::Stream::Upload, chunk.len());
         while open && !chunk.is_empty() {
             let piece = chunk.split_to(chunk.len().min(CHUNK_BYTES));
             let message =

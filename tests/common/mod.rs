@@ -123,6 +123,8 @@ fn random_suffix() -> String {
 /// A running core on port 0.
 pub struct TestCore {
     pub addr: SocketAddr,
+    /// Where the core serves metrics, when the test asked for them.
+    pub metrics_addr: Option<SocketAddr>,
     pub core: Arc<Core>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
@@ -151,6 +153,7 @@ impl TestCore {
         tweak(&mut config);
         let app = Application::build(config).await.expect("core starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let core = app.core();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
@@ -160,7 +163,7 @@ impl TestCore {
             .await
             .expect("core runs");
         });
-        TestCore { addr, core, stop: Some(stop), handle: Some(handle), db }
+        TestCore { addr, metrics_addr, core, stop: Some(stop), handle: Some(handle), db }
     }
 
     pub fn url(&self) -> String {

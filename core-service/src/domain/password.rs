@@ -100,10 +100,15 @@ impl PasswordHasher {
 
     /// Verifies `password` against `hash`, or against a dummy hash when there is none.
     pub async fn verify(&self, password: &Password, hash: Option<&str>) -> Result<bool, CoreError> {
-        if let Some(h) = hash
-            && self.inner.recent.verified_recently(h, password.expose())
-        {
-            return Ok(true);
+        if let Some(h) = hash {
+            let hit = self.inner.recent.verified_recently(h, password.expose());
+            crate::metrics::metrics()
+                .credential_cache
+                .with_label_values(&[if hit { "hit" } else { "miss" }])
+                .inc();
+            if hit {
+                return Ok(true);
+            }
         }
         let pw = password.clone();
         let (stored, real) = match hash {
@@ -125,9 +130,11 @@ impl PasswordHasher {
         let queued = self.inner.queued.fetch_add(1, Ordering::SeqCst);
         let guard = QueueGuard(self.inner.clone());
         if queued >= self.inner.max_queued {
+            crate::metrics::metrics().argon2_rejections.inc();
             return Err(CoreError::Unavailable("password hashing queue is full".into()));
         }
         self.inner.computed.fetch_add(1, Ordering::SeqCst);
+        crate::metrics::metrics().argon2_computations.inc();
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
             let _ = reply.send(work(memory));
@@ -143,6 +150,11 @@ impl PasswordHasher {
     /// How many Argon2 computations were started so far.
     pub fn computed(&self) -> u64 {
         self.inner.computed.load(Ordering::SeqCst)
+    }
+
+    /// Argon2 computations waiting for a worker or running now.
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::SeqCst)
     }
 }
 

@@ -75,6 +75,7 @@ impl Throttle {
         let free_at = oldest + self.config.window;
         let wait = free_at.saturating_duration_since(now);
         let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        crate::metrics::metrics().throttle_refusals.inc();
         Err(CoreError::RateLimited { retry_after_secs: retry_after_secs.max(1) })
     }
 

@@ -27,6 +27,7 @@ use crate::domain::CoreError;
 /// Internal causes are logged here and never sent.
 pub fn to_status(err: &CoreError, token: Option<&str>) -> Status {
     let code = err.code();
+    crate::metrics::metrics().errors.with_label_values(&[code.as_str()]).inc();
     let message = match err {
         CoreError::Internal(cause) => {
             tracing::error!(error = %cause, "internal error");

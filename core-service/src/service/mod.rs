@@ -104,6 +104,11 @@ impl Core {
     pub fn password_work(&self) -> u64 {
         self.hasher.computed()
     }
+
+    /// Argon2 computations waiting or running now.
+    pub fn password_queue(&self) -> usize {
+        self.hasher.queued()
+    }
 }
 
 /// A user's standing now, from the licences they hold.

@@ -56,12 +56,13 @@ impl DbConfig {
 pub struct Store {
     writer: DatabaseConnection,
     reader: DatabaseConnection,
+    separate_reader: bool,
 }
 
 impl Store {
     /// A store whose reads and writes share one connection pool.
     pub fn single(db: DatabaseConnection) -> Self {
-        Store { reader: db.clone(), writer: db }
+        Store { reader: db.clone(), writer: db, separate_reader: false }
     }
 
     pub fn writer(&self) -> &DatabaseConnection {
@@ -70,6 +71,11 @@ impl Store {
 
     pub fn reader(&self) -> &DatabaseConnection {
         &self.reader
+    }
+
+    /// Whether reads have a pool of their own (SQLite with read connections).
+    pub fn has_separate_reader(&self) -> bool {
+        self.separate_reader
     }
 
     pub async fn close(self) {
@@ -92,7 +98,7 @@ pub async fn connect_and_migrate(config: &DbConfig) -> Result<Store, StorageErro
         .min_connections(1)
         .map_sqlx_sqlite_opts(|o| o.read_only(true).busy_timeout(SQLITE_BUSY_TIMEOUT));
     let reader = open(options, config).await?;
-    Ok(Store { writer, reader })
+    Ok(Store { writer, reader, separate_reader: true })
 }
 
 /// Settles a transaction: commits after `Ok`, rolls back after `Err`. The caller always gets the
@@ -118,6 +124,7 @@ pub async fn settle<T>(txn: DatabaseTransaction, outcome: Result<T, CoreError>) 
 /// (PostgreSQL: REPEATABLE READ; SQLite: a deferred transaction, whose first read fixes the WAL
 /// snapshot).
 pub async fn begin_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, CoreError> {
+    let _waiting = Waiting::start();
     Ok(match db.get_database_backend() {
         sea_orm::DbBackend::Postgres => {
             db.begin_with_config(
@@ -132,7 +139,42 @@ pub async fn begin_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransacti
 
 /// Begins a transaction on the writer.
 pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, CoreError> {
+    let _waiting = Waiting::start();
     Ok(db.begin().await?)
+}
+
+/// Counts a transaction in `licensing_core_db_transactions_waiting` until it has its connection
+/// (or gave up).
+struct Waiting;
+
+impl Waiting {
+    fn start() -> Self {
+        crate::metrics::metrics().db_waiting.inc();
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        crate::metrics::metrics().db_waiting.dec();
+    }
+}
+
+/// Connections of a pool in use and idle now.
+pub fn pool_usage(db: &DatabaseConnection) -> (i64, i64) {
+    let (size, idle) = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        sea_orm::DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => (0, 0),
+    };
+    let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+    (i64::from(size).saturating_sub(idle).max(0), idle)
 }
 
 /// How long SQLite waits for another connection's lock before a statement fails.

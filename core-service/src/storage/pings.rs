@@ -65,6 +65,7 @@ impl BatchStats {
     }
 
     fn record(&self, size: usize) {
+        crate::metrics::metrics().ping_batch_size.observe(size as f64);
         let size = size as u64;
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.pings.fetch_add(size, Ordering::Relaxed);
