@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn execute(cli: Cli) -> Result<(), String> {
     let db_config = cli.db_config();
+    let grace = cli.default_offline_grace();
     match cli.command {
         Command::Health { url, timeout_secs } => {
             health(&url, std::time::Duration::from_secs(timeout_secs)).await
@@ -38,7 +39,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
             let config = CoreConfig {
                 listen: args.listen,
                 db: db_config,
-                settings: args.settings(),
+                settings: args.settings(grace),
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
                 tls: args.tls()?,
                 metrics_listen: args.metrics_listen,
@@ -65,7 +66,9 @@ async fn execute(cli: Cli) -> Result<(), String> {
             print_json(&serde_json::json!({"id": dev.id, "username": dev.username}))
         }
         Command::App(AppCommand::Add { developer, name, version }) => {
-            let core = open(&db_config).await?;
+            let core =
+                open_with(&db_config, Settings { default_offline_grace: grace, ..Settings::default() })
+                    .await?;
             let app = core.add_app(&developer, &name, version.as_deref()).await.map_err(|e| e.to_string())?;
             print_json(&AppCreated::from(app))
         }
@@ -113,9 +116,12 @@ async fn health(url: &str, limit: std::time::Duration) -> Result<(), String> {
 }
 
 async fn open(db_config: &storage::DbConfig) -> Result<Core, String> {
+    open_with(db_config, Settings::default()).await
+}
+
+async fn open_with(db_config: &storage::DbConfig, settings: Settings) -> Result<Core, String> {
     let db = storage::connect_and_migrate(db_config).await.map_err(|e| e.to_string())?;
-    let settings = Settings { hash_workers: 1, ..Settings::default() };
-    Core::new(db, settings).map_err(|e| e.to_string())
+    Core::new(db, Settings { hash_workers: 1, ..settings }).map_err(|e| e.to_string())
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
@@ -128,10 +134,46 @@ fn prompt_password() -> Result<String, String> {
     eprint!("Developer password: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    let read = {
+        let _hidden = HiddenInput::on_terminal();
+        std::io::stdin().read_line(&mut line)
+    };
+    read.map_err(|e| format!("cannot read the password: {e}"))?;
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         return Err("no password given (use --password, DEVELOPER_PASSWORD or the prompt)".into());
     }
     Ok(password)
+}
+
+/// Keeps a typed password off the screen: terminal echo is off while it lives. Uses `stty`, so
+/// no terminal library is needed; where `stty` is missing the password shows, as before.
+struct HiddenInput {
+    hidden: bool,
+}
+
+impl HiddenInput {
+    fn on_terminal() -> Self {
+        use std::io::IsTerminal;
+        let hidden = std::io::stdin().is_terminal() && stty("-echo");
+        HiddenInput { hidden }
+    }
+}
+
+impl Drop for HiddenInput {
+    fn drop(&mut self) {
+        if self.hidden {
+            stty("echo");
+            // The Enter that ended the password was not echoed either.
+            eprintln!();
+        }
+    }
+}
+
+fn stty(setting: &str) -> bool {
+    std::process::Command::new("stty")
+        .arg(setting)
+        .stdin(std::process::Stdio::inherit())
+        .status()
+        .is_ok_and(|status| status.success())
 }

@@ -31,6 +31,10 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub db_read_connections: u32,
 
+    /// Offline grace of apps created from now on, in seconds (`app add` and `serve` alike).
+    #[arg(long, env = "CORE_DEFAULT_OFFLINE_GRACE_SECS", default_value_t = 86_400, global = true)]
+    pub default_offline_grace_secs: u64,
+
     /// Log lines as `text` or `json` (one object per line).
     #[arg(long, env = "CORE_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: licensing::telemetry::LogFormat,
@@ -122,20 +126,19 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Failed attempts allowed per username and client address in the throttle window.
-    #[arg(long, env = "CORE_THROTTLE_USERNAME_LIMIT", default_value_t = 10)]
+    #[arg(long, env = "CORE_THROTTLE_USERNAME_LIMIT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub throttle_username_limit: u32,
 
     /// Failed attempts allowed per client address in the throttle window.
-    #[arg(long, env = "CORE_THROTTLE_ADDRESS_LIMIT", default_value_t = 100)]
+    #[arg(long, env = "CORE_THROTTLE_ADDRESS_LIMIT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub throttle_address_limit: u32,
 
     /// Length of the sliding throttle window, in seconds.
-    #[arg(long, env = "CORE_THROTTLE_WINDOW_SECS", default_value_t = 900)]
+    #[arg(long, env = "CORE_THROTTLE_WINDOW_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub throttle_window_secs: u64,
-
-    /// Offline grace of apps created from now on, in seconds.
-    #[arg(long, env = "CORE_DEFAULT_OFFLINE_GRACE_SECS", default_value_t = 86_400)]
-    pub default_offline_grace_secs: u64,
 
     /// Seconds allowed for in-flight calls to finish at shutdown.
     #[arg(long, env = "CORE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
@@ -180,9 +183,9 @@ impl ServeArgs {
         }
     }
 
-    pub fn settings(&self) -> Settings {
+    pub fn settings(&self, default_offline_grace: Duration) -> Settings {
         Settings {
-            default_offline_grace: Duration::from_secs(self.default_offline_grace_secs),
+            default_offline_grace,
             max_upload_bytes: self.max_upload_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
             credential_cache: Duration::from_secs(self.credential_cache_secs),
@@ -198,6 +201,10 @@ impl ServeArgs {
 }
 
 impl Cli {
+    pub fn default_offline_grace(&self) -> Duration {
+        Duration::from_secs(self.default_offline_grace_secs)
+    }
+
     pub fn db_config(&self) -> DbConfig {
         DbConfig {
             max_connections: self.db_max_connections,

@@ -227,3 +227,42 @@ fn health_exits_0_for_a_serving_core_and_1_otherwise() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(one_error_line(&bad).contains("invalid core URL"));
 }
+
+#[test]
+fn app_add_gives_new_apps_the_configured_offline_grace() {
+    use sea_orm::EntityTrait;
+    let sb = Sandbox::new();
+    stdout_json(&sb.run(&["developer", "add", "--username", "alice", "--password", "pw"]));
+    let out = sb
+        .cmd(&["app", "add", "--developer", "alice", "--name", "Short"])
+        .env("CORE_DEFAULT_OFFLINE_GRACE_SECS", "600")
+        .output()
+        .expect("run");
+    stdout_json(&out);
+    stdout_json(&sb.run(&[
+        "app",
+        "add",
+        "--developer",
+        "alice",
+        "--name",
+        "Default",
+        "--default-offline-grace-secs",
+        "7200",
+    ]));
+    let url = format!("sqlite://{}?mode=ro", sb.dir.path().join("licensing.db").display());
+    let graces = tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let db = sea_orm::Database::connect(url).await.expect("open");
+        let apps = core_service::storage::entities::app::Entity::find().all(&db).await.expect("apps");
+        apps.into_iter().map(|a| (a.name, a.offline_grace_secs)).collect::<Vec<_>>()
+    });
+    assert_eq!(graces, [("Short".to_owned(), 600), ("Default".to_owned(), 7200)]);
+}
+
+#[test]
+fn a_throttle_limit_of_zero_is_refused_at_start() {
+    let sb = Sandbox::new();
+    for flag in ["--throttle-username-limit", "--throttle-address-limit", "--throttle-window-secs"] {
+        let out = sb.run(&["serve", "--listen", "127.0.0.1:0", flag, "0"]);
+        assert_eq!(out.status.code(), Some(2), "{flag} 0: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -43,7 +43,7 @@ static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         ),
         core_unavailable: m.counter(
             "licensing_gateway_core_unavailable_total",
-            "Calls to the core that failed because it could not be reached or did not answer in time.",
+            "Calls to the core that ended UNAVAILABLE or DEADLINE_EXCEEDED: the core unreachable or too slow, or itself short of its database or of Argon2 capacity.",
         ),
         registry,
     }
@@ -97,7 +97,7 @@ impl Drop for CoreCall {
     }
 }
 
-/// Counts a failed core call when it failed for want of a core (rather than a refusal).
+/// Counts a failed core call when the core was not there to answer it (rather than refusing it).
 pub fn core_failed(code: Code) {
     if matches!(code, Code::Unavailable | Code::DeadlineExceeded) {
         metrics().core_unavailable.inc();
