@@ -26,6 +26,7 @@ on_both_backends! {
     throttling_per_username => throttling_per_username;
     throttling_per_address => throttling_per_address;
     throttle_window_slides => throttle_window_slides;
+    throttling_by_ipv6_network => throttling_by_ipv6_network;
     core_going_away_is_unavailable => core_going_away_is_unavailable;
 }
 
@@ -1072,4 +1073,34 @@ async fn no_core_is_unavailable() {
     expect_error(&gw.send(gw.request(Method::GET, ACTION)).await, 405, "method_not_allowed");
     expect_error(&gw.post("/nowhere", user).await, 404, "not_found");
     gw.stop().await;
+}
+
+/// One home line holds a whole IPv6 /64: eleven guesses from eleven of its addresses are one
+/// client's guesses. An IPv4-mapped address is the IPv4 address it maps.
+async fn throttling_by_ipv6_network(backend: Backend) {
+    let Some(stack) = TestStack::trusting_loopback_proxy(backend, |_| {}).await else {
+        return;
+    };
+    let fx = stack.fixture("dev-ipv6").await;
+    stack.register_ok(&fx, "victim", "").await;
+    let wrong = format!("username=victim&password=guess&app_secret={}", enc(&fx.secret));
+    let stack = &stack;
+    let login = |from: String, body: String| async move {
+        stack.post_from(&from, "/api/action.php?action=login", body).await
+    };
+    for i in 1..=10u32 {
+        let reply = login(format!("2001:db8:5:5:{i:x}::1"), wrong.clone()).await;
+        expect_signed_error(&reply, 401, "invalid_credentials", &fx, "login", "");
+    }
+    let reply = login("2001:db8:5:5:ffff:1:2:3".into(), user_form(&fx, "victim", "")).await;
+    expect_signed_error(&reply, 429, "rate_limited", &fx, "login", "");
+    // The next /64 is somebody else.
+    expect_signed_ok(&login("2001:db8:5:6::1".into(), user_form(&fx, "victim", "")).await, &fx, "login", "");
+
+    for _ in 0..10 {
+        let reply = login("198.51.100.77".into(), wrong.clone()).await;
+        expect_signed_error(&reply, 401, "invalid_credentials", &fx, "login", "");
+    }
+    let reply = login("::ffff:198.51.100.77".into(), user_form(&fx, "victim", "")).await;
+    expect_signed_error(&reply, 429, "rate_limited", &fx, "login", "");
 }

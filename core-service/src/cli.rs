@@ -120,8 +120,22 @@ async fn open(db_config: &storage::DbConfig) -> Result<Core, String> {
 }
 
 async fn open_with(db_config: &storage::DbConfig, settings: Settings) -> Result<Core, String> {
+    warn_if_new_sqlite_file(db_config);
     let db = storage::connect_and_migrate(db_config).await.map_err(|e| e.to_string())?;
     Core::new(db, Settings { hash_workers: 1, ..settings }).map_err(|e| e.to_string())
+}
+
+/// A command run without the stack's `DATABASE_URL` would quietly create an empty database of its
+/// own (by default `./licensing.db`), and what it adds would never show up in the running service.
+fn warn_if_new_sqlite_file(db_config: &storage::DbConfig) {
+    if let Some(path) = storage::sqlite_file(&db_config.url)
+        && !path.exists()
+    {
+        eprintln!(
+            "note: creating a new, empty database at {} (set DATABASE_URL to the one `serve` uses)",
+            path.display()
+        );
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {

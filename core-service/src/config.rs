@@ -32,7 +32,8 @@ pub struct Cli {
     pub db_read_connections: u32,
 
     /// Offline grace of apps created from now on, in seconds (`app add` and `serve` alike).
-    #[arg(long, env = "CORE_DEFAULT_OFFLINE_GRACE_SECS", default_value_t = 86_400, global = true)]
+    #[arg(long, env = "CORE_DEFAULT_OFFLINE_GRACE_SECS", default_value_t = 86_400, global = true,
+          value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub default_offline_grace_secs: u64,
 
     /// Log lines as `text` or `json` (one object per line).
@@ -137,24 +138,34 @@ pub struct ServeArgs {
 
     /// Length of the sliding throttle window, in seconds.
     #[arg(long, env = "CORE_THROTTLE_WINDOW_SECS", default_value_t = 900,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub throttle_window_secs: u64,
 
+    /// Leading bits of an IPv6 client address the throttle counts as one client (an IPv4 address
+    /// always counts whole).
+    #[arg(long, env = "CORE_THROTTLE_IPV6_PREFIX", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(16..=128))]
+    pub throttle_ipv6_prefix: u8,
+
     /// Seconds allowed for in-flight calls to finish at shutdown.
-    #[arg(long, env = "CORE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "CORE_SHUTDOWN_GRACE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
     /// Longest a call may work, in seconds (an upload: longest wait for its next chunk).
-    #[arg(long, env = "CORE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "CORE_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 
     /// Seconds a successful password check is remembered in memory, so frequent heartbeats skip
     /// Argon2 (0 disables).
-    #[arg(long, env = "CORE_CREDENTIAL_CACHE_SECS", default_value_t = 300)]
+    #[arg(long, env = "CORE_CREDENTIAL_CACHE_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub credential_cache_secs: u64,
 
     /// Largest binary `upload_file` accepts, in bytes.
-    #[arg(long, env = "CORE_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
+    #[arg(long, env = "CORE_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=64 << 30))]
     pub max_upload_bytes: u64,
 
     /// Serve Prometheus metrics over plain HTTP at `http://ADDR/metrics` (off when unset). Keep
@@ -187,12 +198,13 @@ impl ServeArgs {
         Settings {
             default_offline_grace,
             max_upload_bytes: self.max_upload_bytes,
-            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
             credential_cache: Duration::from_secs(self.credential_cache_secs),
             throttle: ThrottleConfig {
                 per_username: self.throttle_username_limit,
                 per_address: self.throttle_address_limit,
                 window: Duration::from_secs(self.throttle_window_secs),
+                ipv6_prefix: self.throttle_ipv6_prefix,
                 ..ThrottleConfig::default()
             },
             ..Settings::default()

@@ -41,6 +41,7 @@ pub struct CoreMetrics {
     db_connections: IntGaugeVec,
     pub db_waiting: IntGauge,
     pub ping_batch_size: Histogram,
+    panics: IntCounter,
 }
 
 static METRICS: LazyLock<CoreMetrics> = LazyLock::new(|| {
@@ -95,6 +96,10 @@ static METRICS: LazyLock<CoreMetrics> = LazyLock::new(|| {
             "licensing_core_ping_batch_size",
             "Heartbeat pings written per statement (the count is the number of batches).",
             &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+        ),
+        panics: m.counter(
+            "licensing_core_panics_total",
+            "Calls whose handler panicked (each answered INTERNAL; the process and other calls carry on).",
         ),
         registry,
     }
@@ -172,7 +177,7 @@ impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcObserver<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
-    ResBody: Body + Unpin,
+    ResBody: Body + Unpin + Default,
 {
     type Response = http::Response<Observed<ResBody>>;
     type Error = S::Error;
@@ -188,9 +193,22 @@ where
             peer: peer_of(request.extensions()),
             started: Instant::now(),
         };
-        let answer = self.inner.call(request);
+        let answer = std::panic::AssertUnwindSafe(self.inner.call(request));
         Box::pin(async move {
-            let response = answer.await?;
+            // A bug that panics in one handler must cost that call only: tonic would otherwise
+            // reset the stream and leave the caller guessing. The panic hook has already logged
+            // the message and place.
+            let response = match futures_util::FutureExt::catch_unwind(answer).await {
+                Ok(answered) => answered?,
+                Err(_) => {
+                    metrics().panics.inc();
+                    tracing::error!(method = %call.method, "a call panicked; answered INTERNAL");
+                    let status = tonic::Status::internal("internal error");
+                    call.finish(status.code());
+                    let (parts, body) = status.into_http::<ResBody>().into_parts();
+                    return Ok(http::Response::from_parts(parts, Observed { inner: body, call: None }));
+                }
+            };
             let (parts, body) = response.into_parts();
             // A call that fails before any message answers with its status in the headers
             // ("trailers only") and an empty body, which the server may never poll.
@@ -333,6 +351,8 @@ pub async fn serve(listener: tokio::net::TcpListener, core: Arc<Core>) {
 
 #[cfg(test)]
 mod tests {
+    use tower_layer::Layer;
+
     use super::*;
 
     #[test]
@@ -356,5 +376,54 @@ mod tests {
         assert_eq!(status_in(&headers), None);
         headers.insert("grpc-status", http::HeaderValue::from_static("16"));
         assert_eq!(status_in(&headers), Some(Code::Unauthenticated));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_costs_its_own_call_only() {
+        let inner = tower_service_fn(|request: http::Request<()>| async move {
+            if request.uri().path().ends_with("/Login") {
+                panic!("a bug in one handler");
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::default()))
+        });
+        let mut service = RpcObserverLayer.layer(inner);
+        let before = metrics().panics.get();
+        let call = |path: &str| http::Request::builder().uri(path).body(()).expect("request");
+        let answer = service.call(call("/licensing.v1.ClientService/Login")).await.expect("answered");
+        assert_eq!(status_in(answer.headers()), Some(Code::Internal));
+        assert_eq!(metrics().panics.get() - before, 1);
+        // The same service goes on answering.
+        let answer = service.call(call("/licensing.v1.ClientService/Heartbeat")).await.expect("answered");
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        assert_eq!(status_in(answer.headers()), None);
+    }
+
+    /// A closure as a tower service.
+    fn tower_service_fn<F, Fut>(f: F) -> ServiceFn<F>
+    where
+        F: FnMut(http::Request<()>) -> Fut,
+    {
+        ServiceFn(f)
+    }
+
+    #[derive(Clone)]
+    struct ServiceFn<F>(F);
+
+    impl<F, Fut> Service<http::Request<()>> for ServiceFn<F>
+    where
+        F: FnMut(http::Request<()>) -> Fut,
+        Fut: Future<Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>>,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = Fut;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<()>) -> Fut {
+            (self.0)(request)
+        }
     }
 }

@@ -49,13 +49,16 @@ fn one_error_line(out: &Output) -> String {
 #[test]
 fn developer_add_prints_id_and_username_and_refuses_duplicates() {
     let sb = Sandbox::new();
-    let v = stdout_json(&sb.run(&["developer", "add", "--username", "alice", "--password", "s3cret!"]));
-    assert_eq!(v, serde_json::json!({"id": 1, "username": "alice"}));
-    // The default database is a SQLite file in the working directory.
+    let first = sb.run(&["developer", "add", "--username", "alice", "--password", "s3cret!"]);
+    assert_eq!(stdout_json(&first), serde_json::json!({"id": 1, "username": "alice"}));
+    // The default database is a SQLite file in the working directory; creating it is said aloud.
     assert!(sb.dir.path().join("licensing.db").exists());
+    let note = String::from_utf8_lossy(&first.stderr);
+    assert!(note.contains("creating a new, empty database at licensing.db"), "{note}");
 
     let dup = sb.run(&["developer", "add", "--username", "alice", "--password", "x"]);
     assert_eq!(dup.status.code(), Some(1));
+    // One line: the file exists now, so no note about creating it.
     assert!(one_error_line(&dup).contains("alice"));
 
     // Password from the environment, then from the prompt.
@@ -259,10 +262,27 @@ fn app_add_gives_new_apps_the_configured_offline_grace() {
 }
 
 #[test]
-fn a_throttle_limit_of_zero_is_refused_at_start() {
+fn impossible_numbers_are_refused_at_start() {
     let sb = Sandbox::new();
-    for flag in ["--throttle-username-limit", "--throttle-address-limit", "--throttle-window-secs"] {
-        let out = sb.run(&["serve", "--listen", "127.0.0.1:0", flag, "0"]);
-        assert_eq!(out.status.code(), Some(2), "{flag} 0: {}", String::from_utf8_lossy(&out.stderr));
+    let cases = [
+        ("--throttle-username-limit", "0"),
+        ("--throttle-address-limit", "0"),
+        ("--throttle-window-secs", "0"),
+        ("--throttle-window-secs", "18446744073709551615"),
+        ("--throttle-ipv6-prefix", "0"),
+        ("--throttle-ipv6-prefix", "129"),
+        ("--request-timeout-secs", "0"),
+        ("--shutdown-grace-secs", "99999999"),
+        ("--credential-cache-secs", "18446744073709551615"),
+        ("--max-upload-bytes", "0"),
+        ("--default-offline-grace-secs", "999999999999"),
+        ("--db-max-connections", "0"),
+        ("--db-read-connections", "65"),
+    ];
+    for (flag, value) in cases {
+        let out = sb.run(&["serve", "--listen", "127.0.0.1:0", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "the refusal names {flag}");
+        assert!(!sb.dir.path().join("licensing.db").exists(), "refused before touching the database");
     }
 }

@@ -9,6 +9,8 @@ use crate::client_addr::parse_trusted_proxy;
 
 /// Default largest `upload_file` body: 512 MiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
+/// The largest upload limit either program accepts (64 GiB): past that a number is a typo.
+pub const MAX_UPLOAD_LIMIT: u64 = 64 << 30;
 pub const DEFAULT_CORE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -91,15 +93,17 @@ pub struct Cli {
     pub trusted_proxies: Vec<ProxyList>,
 
     /// Largest upload_file body, in bytes.
-    #[arg(long, env = "GATEWAY_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES, value_name = "BYTES")]
+    #[arg(long, env = "GATEWAY_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_UPLOAD_LIMIT))]
     pub max_upload_bytes: u64,
 
     /// Deadline of each call to the core, in milliseconds (uploads and download bodies excepted).
-    #[arg(long, env = "GATEWAY_CORE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "MS")]
+    #[arg(long, env = "GATEWAY_CORE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000), value_name = "MS")]
     pub core_timeout_ms: u64,
 
     /// Seconds allowed to in-flight requests after SIGINT or SIGTERM.
-    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_name = "SECS")]
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
     /// PEM certificate chain: with --tls-key, the gateway serves HTTPS (plain HTTP without both).

@@ -2,7 +2,9 @@
 //! replicas to give an attacker N times the limit).
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, VecDeque},
+    net::{IpAddr, Ipv6Addr},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -18,6 +20,9 @@ pub struct ThrottleConfig {
     pub window: Duration,
     /// Most keys tracked at once; the oldest are dropped past it.
     pub max_keys: usize,
+    /// IPv6 clients are counted by network of this many leading bits: one home line holds a
+    /// whole /64, so counting single IPv6 addresses would give it 2^64 fresh starts.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for ThrottleConfig {
@@ -27,6 +32,7 @@ impl Default for ThrottleConfig {
             per_address: 100,
             window: Duration::from_secs(15 * 60),
             max_keys: 100_000,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -54,7 +60,27 @@ impl Throttle {
             ThrottleKey::Address(_) => self.config.per_address,
             _ => self.config.per_username,
         };
-        limit as usize
+        // The flags refuse 0; a limit of 0 would also make no sense here.
+        limit.max(1) as usize
+    }
+
+    /// The key as it is counted: its address reduced to the network a client controls.
+    fn counted<'k>(&self, key: &'k ThrottleKey) -> Cow<'k, ThrottleKey> {
+        let address = match key {
+            ThrottleKey::Address(address)
+            | ThrottleKey::User { address, .. }
+            | ThrottleKey::Developer { address, .. } => address,
+        };
+        let Cow::Owned(network) = network_of(address, self.config.ipv6_prefix) else {
+            return Cow::Borrowed(key);
+        };
+        Cow::Owned(match key.clone() {
+            ThrottleKey::Address(_) => ThrottleKey::Address(network),
+            ThrottleKey::User { app_id, username, .. } => {
+                ThrottleKey::User { app_id, username, address: network }
+            }
+            ThrottleKey::Developer { username, .. } => ThrottleKey::Developer { username, address: network },
+        })
     }
 
     /// Refuses with `rate_limited` when `key` has used up its failures in the window.
@@ -63,6 +89,8 @@ impl Throttle {
     }
 
     fn check_at(&self, key: &ThrottleKey, now: Instant) -> Result<(), CoreError> {
+        let key = self.counted(key);
+        let key = key.as_ref();
         let limit = self.limit(key);
         let mut map = self.lock();
         let Some(times) = map.get_mut(key) else { return Ok(()) };
@@ -87,6 +115,8 @@ impl Throttle {
     fn record_at(&self, keys: &[ThrottleKey], now: Instant) {
         let mut map = self.lock();
         for key in keys {
+            let key = self.counted(key);
+            let key = key.as_ref();
             if !map.contains_key(key) && map.len() >= self.config.max_keys {
                 self.make_room(&mut map, now);
             }
@@ -126,6 +156,23 @@ impl Throttle {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ThrottleKey, VecDeque<Instant>>> {
         // A panic while holding the lock leaves plain counters behind: still usable.
         self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The part of a client address the throttle counts: an IPv4 address whole (also when written as
+/// an IPv4-mapped IPv6 address), an IPv6 address by its first `ipv6_prefix` bits, as `net/len`.
+/// Anything else (an empty, unknown address) is counted as it is.
+pub fn network_of(address: &str, ipv6_prefix: u8) -> Cow<'_, str> {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => Cow::Owned(v4.to_string()),
+            None => {
+                let prefix = u32::from(ipv6_prefix.clamp(1, 128));
+                let mask = u128::MAX << (128 - prefix);
+                Cow::Owned(format!("{}/{prefix}", Ipv6Addr::from(u128::from(v6) & mask)))
+            }
+        },
+        _ => Cow::Borrowed(address),
     }
 }
 
@@ -189,5 +236,30 @@ mod tests {
         }
         t.record_at(&[user("late", "a")], now + Duration::from_secs(2));
         assert_eq!(t.tracked_keys(), 1);
+    }
+
+    #[test]
+    fn ipv6_counts_by_network_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(network_of("203.0.113.7", 64), "203.0.113.7");
+        assert_eq!(network_of("::ffff:203.0.113.7", 64), "203.0.113.7");
+        assert_eq!(network_of("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(network_of("2001:db8:1:2:ffff:ffff:ffff:ffff", 64), "2001:db8:1:2::/64");
+        assert_eq!(network_of("2001:db8:1:2::1", 48), "2001:db8:1::/48");
+        assert_eq!(network_of("2001:db8::1", 128), "2001:db8::1/128");
+        assert_eq!(network_of("", 64), "");
+    }
+
+    #[test]
+    fn eleven_guesses_from_one_slash_64_are_throttled() {
+        let throttle = Throttle::new(ThrottleConfig::default());
+        for i in 1..=10u32 {
+            let key = user("victim", &format!("2001:db8:7:7::{i:x}"));
+            assert!(throttle.check(&key).is_ok(), "guess {i}");
+            throttle.record_failure(&[key]);
+        }
+        let eleventh = user("victim", "2001:db8:7:7:ffff::11");
+        assert!(throttle.check(&eleventh).is_err(), "the /64 used up its ten failures");
+        // Another /64 is another client.
+        assert!(throttle.check(&user("victim", "2001:db8:7:8::1")).is_ok());
     }
 }
