@@ -13,6 +13,8 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
 pub const MAX_UPLOAD_LIMIT: u64 = 64 << 30;
 pub const DEFAULT_CORE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the gateway runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,11 @@ pub struct GatewayConfig {
     pub tls: Option<TlsFiles>,
     /// PEM bundle of the CAs trusted to sign the certificates of `https://` cores.
     pub core_ca: Option<PathBuf>,
+    /// Most client connections open at once; past it, new ones wait in the listen queue.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers, and so also the longest a
+    /// kept-alive HTTP/1 connection may sit idle before its next request.
+    pub header_read_timeout: Duration,
 }
 
 /// PEM files of a TLS server identity.
@@ -56,6 +63,8 @@ impl GatewayConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             tls: None,
             core_ca: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -105,6 +114,18 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
+
+    /// Most client connections open at once; past it, new ones wait in the listen queue until
+    /// one closes.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Seconds a client may take to send a request's headers; also how long a kept-alive
+    /// connection may sit idle before its next request (slow and idle clients are closed).
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
 
     /// PEM certificate chain: with --tls-key, the gateway serves HTTPS (plain HTTP without both).
     #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "PATH")]
@@ -198,6 +219,8 @@ impl TryFrom<Cli> for GatewayConfig {
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             tls,
             core_ca: cli.core_ca,
+            max_connections: cli.max_connections as usize,
+            header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
         })
     }
 }

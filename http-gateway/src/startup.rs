@@ -12,7 +12,7 @@ use std::{
 };
 
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
@@ -69,6 +69,14 @@ pub struct Gateway {
     shutdown_grace: Duration,
     /// `Some` serves HTTPS.
     tls: Option<TlsAcceptor>,
+    limits: ClientLimits,
+}
+
+/// What one client, or a crowd of slow ones, may hold.
+#[derive(Debug, Clone, Copy)]
+struct ClientLimits {
+    max_connections: usize,
+    header_read_timeout: Duration,
 }
 
 impl Gateway {
@@ -109,6 +117,10 @@ impl Gateway {
             state: Arc::new(state),
             shutdown_grace: config.shutdown_grace,
             tls,
+            limits: ClientLimits {
+                max_connections: config.max_connections.max(1),
+                header_read_timeout: config.header_read_timeout,
+            },
         })
     }
 
@@ -138,13 +150,7 @@ impl Gateway {
             let _ = server_stop.wait_for(|stop| *stop).await;
             tracing::info!("shutting down: finishing in-flight requests");
         };
-        let (listener, state) = (self.listener, self.state);
-        let server = async move {
-            match self.tls {
-                None => warp::serve(routes(state)).incoming(listener).graceful(stopping).run().await,
-                Some(acceptor) => serve_tls(listener, acceptor, state, stopping).await,
-            }
-        };
+        let server = serve(self.listener, self.tls, self.state, stopping, self.limits);
         let grace = self.shutdown_grace;
         let mut deadline_stop = stop_rx;
         let deadline = async move {
@@ -196,18 +202,38 @@ where
     }
 }
 
-/// warp 0.4 cannot serve TLS, nor accept connections from anything but a plain listener: this
-/// is its graceful runner with a TLS handshake between accepting and serving.
-async fn serve_tls(
+/// warp's graceful runner, with what it lacks: a TLS handshake between accepting and serving
+/// (warp 0.4 has no TLS listener), a bound on open connections, and a deadline for request
+/// headers (without one, a client that trickles a byte a second holds its connection forever).
+async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Option<TlsAcceptor>,
     state: Arc<State>,
     stopping: impl Future<Output = ()>,
+    limits: ClientLimits,
 ) {
     let service = warp::service(routes(state));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // An HTTP/2 client that vanishes without closing is noticed by its unanswered pings.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    let builder = Arc::new(builder);
     let mut stopping = std::pin::pin!(stopping);
     loop {
+        // A free slot first: at the limit, new clients wait in the kernel's listen queue.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut stopping => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(connection) => connection,
@@ -219,11 +245,20 @@ async fn serve_tls(
             () = &mut stopping => break,
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
+        let builder = builder.clone();
         let service = TowerToHyperService::new(WithPeer { inner: service.clone(), peer });
         // Taken before the handshake, so shutdown also waits for connections still shaking hands.
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
+            let Some(acceptor) = tls else {
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+                }
+                return;
+            };
             let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -235,7 +270,6 @@ async fn serve_tls(
                     return;
                 }
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "HTTPS connection ended with an error");
