@@ -50,6 +50,11 @@ pub fn new_signing_key() -> Result<([u8; 32], [u8; 32]), CoreError> {
     Ok((seed, key.verifying_key().to_bytes()))
 }
 
+/// What an app is looked up by: the lowercase hex SHA-256 of its secret.
+pub fn app_secret_hash(secret: &str) -> String {
+    hex(&sha256(secret.as_bytes()))
+}
+
 pub fn sha256(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
 }

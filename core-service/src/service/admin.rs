@@ -80,10 +80,12 @@ impl Core {
         let dev = self.developer_named(developer).await?;
         let (private_key, public_key) = secrets::new_signing_key()?;
         let grace = i64::try_from(self.settings.default_offline_grace.as_secs()).unwrap_or(i64::MAX);
+        let secret = secrets::new_app_secret()?;
         let model = app::ActiveModel {
             developer_id: sea_orm::Set(dev.id),
             name: sea_orm::Set(name),
-            secret: sea_orm::Set(secrets::new_app_secret()?),
+            secret_hash: sea_orm::Set(secrets::app_secret_hash(&secret)),
+            secret: sea_orm::Set(secret),
             public_key: sea_orm::Set(public_key.to_vec()),
             private_key: sea_orm::Set(private_key.to_vec()),
             online: sea_orm::Set(true),

@@ -215,7 +215,11 @@ impl Core {
     pub async fn renew_secret(&self, scope: ScopeInput) -> Result<AppView, CoreError> {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
         let secret = secrets::new_app_secret()?;
-        let app = queries::update_app(self.db.writer(), app.id, |m| m.secret = sea_orm::Set(secret)).await?;
+        let app = queries::update_app(self.db.writer(), app.id, |m| {
+            m.secret_hash = sea_orm::Set(secrets::app_secret_hash(&secret));
+            m.secret = sea_orm::Set(secret);
+        })
+        .await?;
         tracing::info!(app_id = app.id, "app secret renewed");
         Ok(app.into())
     }

@@ -98,11 +98,14 @@ pub async fn revoke_token(
 
 // ---- apps -----------------------------------------------------------------------------------
 
+/// The app whose secret hashes to what `secret` hashes to. The database matches hashes only; the
+/// caller compares the secrets themselves, in constant time.
 pub async fn find_app_by_secret(
     c: &impl ConnectionTrait,
     secret: &str,
 ) -> Result<Option<app::Model>, CoreError> {
-    Ok(app::Entity::find().filter(app::Column::Secret.eq(secret)).one(c).await?)
+    let hash = crate::domain::secrets::app_secret_hash(secret);
+    Ok(app::Entity::find().filter(app::Column::SecretHash.eq(hash)).one(c).await?)
 }
 
 pub async fn insert_app(c: &impl ConnectionTrait, model: app::ActiveModel) -> Result<app::Model, CoreError> {
@@ -128,7 +131,7 @@ pub struct SignIn {
     pub held: Vec<HeldLicence>,
 }
 
-/// The app with this secret, the user of that app with this name, and the licences the user
+/// The app with this secret (matched by its hash, as in [`find_app_by_secret`]), the user of that app with this name, and the licences the user
 /// holds, in one query: a heartbeat must not pay three sequential round trips for what one join
 /// answers. Nothing is cached, so a secret renewal, ban, HWID reset, password change or deletion
 /// made through any core sharing the database applies to the very next call.
@@ -166,7 +169,8 @@ fn sign_in_statement(backend: DbBackend, secret: &str, username: &str) -> Statem
         DbBackend::Postgres => POSTGRES.get_or_init(|| sign_in_sql(backend)),
         _ => SQLITE.get_or_init(|| sign_in_sql(backend)),
     };
-    Statement::from_sql_and_values(backend, sql.as_str(), [username.into(), secret.into()])
+    let hash = crate::domain::secrets::app_secret_hash(secret);
+    Statement::from_sql_and_values(backend, sql.as_str(), [username.into(), hash.into()])
 }
 
 fn sign_in_sql(backend: DbBackend) -> String {
@@ -185,7 +189,7 @@ fn sign_in_sql(backend: DbBackend) -> String {
          FROM apps a \
          LEFT JOIN users u ON u.app_id = a.id AND u.username = {p1} \
          LEFT JOIN licences l ON l.user_id = u.id \
-         WHERE a.secret = {p2}"
+         WHERE a.secret_hash = {p2}"
     )
 }
 

@@ -8,6 +8,8 @@ pub struct Model {
     pub developer_id: i64,
     pub name: String,
     pub secret: String,
+    /// Lowercase hex SHA-256 of `secret`: what lookups match on.
+    pub secret_hash: String,
     pub public_key: Vec<u8>,
     pub private_key: Vec<u8>,
     pub online: bool,

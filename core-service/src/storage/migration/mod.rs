@@ -4,12 +4,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261201_000001_initial;
+mod m20261203_000002_app_secret_hash;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261201_000001_initial::Migration)]
+        vec![
+            Box::new(m20261201_000001_initial::Migration),
+            Box::new(m20261203_000002_app_secret_hash::Migration),
+        ]
     }
 }
