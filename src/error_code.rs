@@ -4,6 +4,9 @@ use std::{fmt, str::FromStr};
 pub const ERROR_DOMAIN: &str = "licensing.v1";
 /// gRPC metadata key carrying the signed response token of a failed end-user call.
 pub const RESPONSE_TOKEN_METADATA: &str = "x-response-token";
+/// gRPC metadata key a gateway sends its gateway credential in, so the core believes the client
+/// addresses it reports.
+pub const GATEWAY_CREDENTIAL_METADATA: &str = "x-gateway-credential";
 /// gRPC metadata key carrying the whole seconds to wait after `rate_limited`.
 pub const RETRY_AFTER_METADATA: &str = "retry-after";
 

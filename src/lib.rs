@@ -12,10 +12,14 @@ pub mod v1 {
 
 #[cfg(feature = "allocator")]
 pub mod allocator;
+mod credential;
 mod error_code;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 
-pub use error_code::{ERROR_DOMAIN, ErrorCode, RESPONSE_TOKEN_METADATA, RETRY_AFTER_METADATA};
+pub use credential::{GATEWAY_CREDENTIAL_MIN_LEN, check_gateway_credential};
+pub use error_code::{
+    ERROR_DOMAIN, ErrorCode, GATEWAY_CREDENTIAL_METADATA, RESPONSE_TOKEN_METADATA, RETRY_AFTER_METADATA,
+};

@@ -85,6 +85,7 @@ async fn all_licences(core: &TestCore, fx: &Fixture) -> Vec<pb::Licence> {
 }
 
 on_both_backends! {
+    only_gateways_name_the_client => only_gateways_name_the_client;
     end_user_flow => end_user_flow;
     licence_lifecycle => licence_lifecycle;
     failed_registration_leaves_nothing => failed_registration_leaves_nothing;
@@ -1335,5 +1336,57 @@ async fn an_abandoned_upload_leaves_no_rows() {
         .await,
         "the partial file and its chunks were removed"
     );
+    core.stop().await;
+}
+
+const GATEWAY_CREDENTIAL: &str = "gateway-credential-0123456789abcdef0123";
+
+/// With a gateway credential configured, a caller that does not present it cannot choose the
+/// address its guesses are counted on: it is counted on its own. A gateway that presents it can.
+async fn only_gateways_name_the_client(backend: Backend) {
+    let Some(core) = TestCore::start_with(backend, |c| {
+        c.settings.gateway_credential =
+            Some(core_service::service::GatewayCredential::parse(GATEWAY_CREDENTIAL).expect("credential"));
+        c.settings.throttle.per_address = 3;
+        c.settings.throttle.per_username = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    let fx = core.fixture("dev-forward").await;
+    register(&core, &fx, "victim", "", "").await.expect("register");
+    let mut client = core.client().await;
+    let login = |password: &str, address: &str, credential: Option<&str>| {
+        let mut request = tonic::Request::new(pb::LoginRequest {
+            auth: fx.user("victim", password, ""),
+            origin: Some(pb::Origin { client_address: address.into(), nonce: String::new() }),
+        });
+        if let Some(credential) = credential {
+            request
+                .metadata_mut()
+                .insert(licensing::GATEWAY_CREDENTIAL_METADATA, credential.parse().expect("ascii"));
+        }
+        request
+    };
+    let gateway = Some(GATEWAY_CREDENTIAL);
+
+    // An outsider claims to be 203.0.113.9 three times...
+    for _ in 0..3 {
+        expect_code(client.login(login("guess", "203.0.113.9", None)).await, "invalid_credentials");
+    }
+    // ...which leaves 203.0.113.9 untouched: a gateway's user there still logs in.
+    client.login(login("victim-pw", "203.0.113.9", gateway)).await.expect("203.0.113.9 was not throttled");
+    // The outsider used up its own address, whatever it claims now; a wrong credential is none.
+    expect_code(client.login(login("victim-pw", "198.51.100.4", None)).await, "rate_limited");
+    let forged = "x".repeat(40);
+    expect_code(client.login(login("victim-pw", "198.51.100.5", Some(&forged))).await, "rate_limited");
+
+    // A gateway's reports do move the count of the address it names.
+    for _ in 0..3 {
+        expect_code(client.login(login("guess", "203.0.113.9", gateway)).await, "invalid_credentials");
+    }
+    expect_code(client.login(login("victim-pw", "203.0.113.9", gateway)).await, "rate_limited");
+    client.login(login("victim-pw", "203.0.113.10", gateway)).await.expect("another address is free");
     core.stop().await;
 }

@@ -27,6 +27,7 @@ on_both_backends! {
     throttling_per_address => throttling_per_address;
     throttle_window_slides => throttle_window_slides;
     throttling_by_ipv6_network => throttling_by_ipv6_network;
+    the_gateway_credential_carries_client_addresses => the_gateway_credential_carries_client_addresses;
     core_going_away_is_unavailable => core_going_away_is_unavailable;
 }
 
@@ -1103,4 +1104,70 @@ async fn throttling_by_ipv6_network(backend: Backend) {
     }
     let reply = login("::ffff:198.51.100.77".into(), user_form(&fx, "victim", "")).await;
     expect_signed_error(&reply, 429, "rate_limited", &fx, "login", "");
+}
+
+const GATEWAY_CREDENTIAL: &str = "gateway-credential-0123456789abcdef0123";
+
+/// A core configured with a gateway credential believes the client addresses of a gateway that
+/// presents it, and counts everything another gateway forwards on that gateway's own address.
+async fn the_gateway_credential_carries_client_addresses(backend: Backend) {
+    let Some(stack) = TestStack::start_with(
+        backend,
+        |core| {
+            core.settings.gateway_credential = Some(
+                core_service::service::GatewayCredential::parse(GATEWAY_CREDENTIAL).expect("credential"),
+            );
+            core.settings.throttle.per_username = 2;
+        },
+        |gateway| {
+            gateway.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+            gateway.gateway_credential = Some(GATEWAY_CREDENTIAL.parse().expect("credential"));
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let fx = stack.fixture("dev-credential").await;
+    stack.register_ok(&fx, "victim", "").await;
+    let wrong = format!("username=victim&password=guess&app_secret={}", enc(&fx.secret));
+    let target = "/api/action.php?action=login";
+
+    for _ in 0..2 {
+        expect_signed_error(
+            &stack.post_from("203.0.113.20", target, wrong.clone()).await,
+            401,
+            "invalid_credentials",
+            &fx,
+            "login",
+            "",
+        );
+    }
+    let reply = stack.post_from("203.0.113.20", target, user_form(&fx, "victim", "")).await;
+    expect_signed_error(&reply, 429, "rate_limited", &fx, "login", "");
+    expect_signed_ok(
+        &stack.post_from("203.0.113.21", target, user_form(&fx, "victim", "")).await,
+        &fx,
+        "login",
+        "",
+    );
+
+    // A gateway without the credential: whatever addresses it forwards, the core counts them all
+    // on the gateway's own (loopback) address.
+    let mut config = http_gateway::GatewayConfig::local(&stack.core.url());
+    config.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    let outsider = TestGateway::start(config).await;
+    for from in ["198.51.100.30", "198.51.100.31"] {
+        expect_signed_error(
+            &outsider.post_from(from, target, wrong.clone()).await,
+            401,
+            "invalid_credentials",
+            &fx,
+            "login",
+            "",
+        );
+    }
+    let reply = outsider.post_from("198.51.100.32", target, user_form(&fx, "victim", "")).await;
+    expect_signed_error(&reply, 429, "rate_limited", &fx, "login", "");
+    outsider.stop().await;
 }

@@ -13,7 +13,7 @@ use crate::{
 pub async fn run(cli: Cli) -> ExitCode {
     // Half a TLS identity is bad usage (exit 2, like clap's own refusals), found before any work.
     if let Command::Serve(args) = &cli.command
-        && let Err(message) = args.tls()
+        && let Err(message) = args.tls().and(args.gateway_credential())
     {
         eprintln!("error: {message}");
         return ExitCode::from(2);

@@ -168,6 +168,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=64 << 30))]
     pub max_upload_bytes: u64,
 
+    /// A secret shared with the gateways (32+ visible ASCII characters): only callers presenting
+    /// it are believed about their clients' addresses. Without it, only loopback callers are.
+    #[arg(long, env = "CORE_GATEWAY_CREDENTIAL", value_name = "SECRET", hide_env_values = true)]
+    pub gateway_credential: Option<String>,
+
     /// Serve Prometheus metrics over plain HTTP at `http://ADDR/metrics` (off when unset). Keep
     /// the address internal: the metrics name no user, but they show traffic.
     #[arg(long, env = "CORE_METRICS_LISTEN", value_name = "ADDR")]
@@ -194,12 +199,24 @@ impl ServeArgs {
         }
     }
 
+    /// The gateway credential, checked here rather than by clap, whose refusal would print the
+    /// rejected secret.
+    pub fn gateway_credential(&self) -> Result<Option<crate::service::GatewayCredential>, String> {
+        self.gateway_credential
+            .as_deref()
+            .map(crate::service::GatewayCredential::parse)
+            .transpose()
+            .map_err(|reason| format!("--gateway-credential (CORE_GATEWAY_CREDENTIAL): {reason}"))
+    }
+
     pub fn settings(&self, default_offline_grace: Duration) -> Settings {
         Settings {
             default_offline_grace,
             max_upload_bytes: self.max_upload_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             credential_cache: Duration::from_secs(self.credential_cache_secs),
+            // Checked at start (`gateway_credential`); a bad one never gets this far.
+            gateway_credential: self.gateway_credential().ok().flatten(),
             throttle: ThrottleConfig {
                 per_username: self.throttle_username_limit,
                 per_address: self.throttle_address_limit,

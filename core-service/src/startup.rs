@@ -191,6 +191,16 @@ impl Application {
             .serve_with_incoming_shutdown(incoming_nodelay(self.listener), signal);
 
         tracing::info!(addr = %self.addr, tls = self.tls, "core-service listening");
+        if self.core.settings().gateway_credential.is_some() {
+            tracing::info!(
+                "client addresses are believed from callers presenting the gateway credential only"
+            );
+        } else {
+            tracing::info!(
+                "no gateway credential: client addresses are believed from loopback callers only \
+                 (set CORE_GATEWAY_CREDENTIAL when gateways run on other hosts)"
+            );
+        }
         let grace = self.shutdown_grace;
         tokio::select! {
             served = server => served?,

@@ -278,11 +278,16 @@ fn impossible_numbers_are_refused_at_start() {
         ("--default-offline-grace-secs", "999999999999"),
         ("--db-max-connections", "0"),
         ("--db-read-connections", "65"),
+        ("--gateway-credential", "too-short-to-be-a-secret"),
     ];
     for (flag, value) in cases {
         let out = sb.run(&["serve", "--listen", "127.0.0.1:0", flag, value]);
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(flag), "the refusal names {flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "the refusal names {flag}: {stderr}");
+        if flag == "--gateway-credential" {
+            assert!(!stderr.contains(value), "a refused secret is not echoed: {stderr}");
+        }
         assert!(!sb.dir.path().join("licensing.db").exists(), "refused before touching the database");
     }
 }

@@ -35,6 +35,8 @@ pub struct GatewayConfig {
     pub tls: Option<TlsFiles>,
     /// PEM bundle of the CAs trusted to sign the certificates of `https://` cores.
     pub core_ca: Option<PathBuf>,
+    /// Presented to the core on every call, so it believes the client addresses reported.
+    pub gateway_credential: Option<GatewayCredential>,
     /// Most client connections open at once; past it, new ones wait in the listen queue.
     pub max_connections: usize,
     /// Longest a client may take to send a request's headers, and so also the longest a
@@ -63,6 +65,7 @@ impl GatewayConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             tls: None,
             core_ca: None,
+            gateway_credential: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
@@ -115,6 +118,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
+    /// The secret shared with the cores (their CORE_GATEWAY_CREDENTIAL), sent on every call so
+    /// they believe the client addresses this gateway reports. Needed when the gateway does not
+    /// reach the core over loopback.
+    #[arg(long, env = "GATEWAY_CREDENTIAL", value_name = "SECRET", hide_env_values = true)]
+    pub gateway_credential: Option<String>,
+
     /// Most client connections open at once; past it, new ones wait in the listen queue until
     /// one closes.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS as u32, value_name = "N",
@@ -138,6 +147,27 @@ pub struct Cli {
     /// PEM bundle of the CAs that sign the cores' certificates, for `https://` core URLs.
     #[arg(long, env = "GATEWAY_CORE_CA", value_name = "PATH")]
     pub core_ca: Option<PathBuf>,
+}
+
+/// The credential as gRPC metadata, checked when configured. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GatewayCredential(pub tonic::metadata::AsciiMetadataValue);
+
+impl std::str::FromStr for GatewayCredential {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        licensing::check_gateway_credential(value)?;
+        let mut metadata = tonic::metadata::AsciiMetadataValue::try_from(value)
+            .map_err(|_| "a gateway credential may hold visible ASCII characters only".to_owned())?;
+        metadata.set_sensitive(true);
+        Ok(GatewayCredential(metadata))
+    }
+}
+
+impl std::fmt::Debug for GatewayCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayCredential(***)")
+    }
 }
 
 /// One `--core-url` value, already split on commas.
@@ -219,6 +249,13 @@ impl TryFrom<Cli> for GatewayConfig {
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             tls,
             core_ca: cli.core_ca,
+            // Checked here rather than by clap, whose refusal would print the rejected secret.
+            gateway_credential: cli
+                .gateway_credential
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|reason| format!("--gateway-credential (GATEWAY_CREDENTIAL): {reason}"))?,
             max_connections: cli.max_connections as usize,
             header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
         })

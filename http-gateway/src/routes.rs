@@ -42,13 +42,24 @@ pub struct State {
     pub trusted_proxies: Vec<IpNet>,
     pub max_upload_bytes: u64,
     pub core_timeout: Duration,
+    pub gateway_credential: Option<crate::config::GatewayCredential>,
 }
 
 impl State {
     /// A unary request, with the deadline passed on to the core.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
+        let mut request = self.streaming_request(message);
         request.set_timeout(self.core_timeout);
+        request
+    }
+
+    /// A request without a gRPC deadline (transfers may outlast any unary call), carrying the
+    /// gateway credential when one is configured.
+    pub fn streaming_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(credential) = &self.gateway_credential {
+            request.metadata_mut().insert(licensing::GATEWAY_CREDENTIAL_METADATA, credential.0.clone());
+        }
         request
     }
 

@@ -110,6 +110,7 @@ impl Gateway {
             trusted_proxies: config.trusted_proxies,
             max_upload_bytes: config.max_upload_bytes,
             core_timeout: config.core_timeout,
+            gateway_credential: config.gateway_credential,
         };
         Ok(Gateway {
             listener,

@@ -141,7 +141,7 @@ pub fn content_disposition(filename: &str) -> HeaderValue {
 pub async fn download(state: &State, request: v1::DownloadRequest) -> Result<Response, ApiError> {
     let mut client = state.client.clone();
     // No gRPC deadline: a large binary to a slow client may take longer than any unary call.
-    let call = client.download(tonic::Request::new(request));
+    let call = client.download(state.streaming_request(request));
     let mut stream =
         state.within_timeout(call).await.map_err(|status| ApiError::from_client_status(&status))?;
     let first = match tokio::time::timeout(state.core_timeout, stream.message()).await {
@@ -277,7 +277,7 @@ pub async fn upload(
         return Err(ApiError::internal());
     }
     let mut client = state.developer.clone();
-    let call = client.upload_file(tonic::Request::new(ReceiverStream::new(rx)));
+    let call = client.upload_file(state.streaming_request(ReceiverStream::new(rx)));
     let _in_flight = metrics::CoreCall::start();
     let pump = pump_upload(file, tx);
     tokio::pin!(call, pump);

@@ -11,6 +11,9 @@ fn impossible_numbers_are_refused_at_start() {
         ("--core-timeout-ms", "0"),
         ("--core-timeout-ms", "99999999999"),
         ("--shutdown-grace-secs", "99999999"),
+        ("--max-connections", "0"),
+        ("--header-read-timeout-secs", "0"),
+        ("--gateway-credential", "too-short-to-be-a-secret"),
     ];
     for (flag, value) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_http-gateway"))
@@ -22,5 +25,8 @@ fn impossible_numbers_are_refused_at_start() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(flag), "the refusal names {flag}: {stderr}");
+        if flag == "--gateway-credential" {
+            assert!(!stderr.contains(value), "a refused secret is not echoed: {stderr}");
+        }
     }
 }

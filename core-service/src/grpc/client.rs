@@ -4,7 +4,7 @@ use futures_util::{Stream, stream};
 use licensing::v1::{self as pb, client_service_server::ClientService};
 use tonic::{Request, Response, Status};
 
-use super::{client_address, convert, nonce, to_status, within};
+use super::{caller, client_address, convert, nonce, to_status, within};
 use crate::service::{Core, Download, Reply, UserAuthInput};
 
 pub struct ClientApi {
@@ -44,7 +44,7 @@ impl ClientService for ClientApi {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+            let address = client_address(caller(&self.core, &req), req.get_ref().origin.as_ref())
                 .map_err(|e| to_status(&e, None))?;
             let r = req.into_inner();
             let nonce = nonce(r.origin.as_ref());
@@ -63,7 +63,7 @@ impl ClientService for ClientApi {
 
     async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+            let address = client_address(caller(&self.core, &req), req.get_ref().origin.as_ref())
                 .map_err(|e| to_status(&e, None))?;
             let r = req.into_inner();
             let nonce = nonce(r.origin.as_ref());
@@ -82,7 +82,7 @@ impl ClientService for ClientApi {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+            let address = client_address(caller(&self.core, &req), req.get_ref().origin.as_ref())
                 .map_err(|e| to_status(&e, None))?;
             let r = req.into_inner();
             let nonce = nonce(r.origin.as_ref());
@@ -99,7 +99,7 @@ impl ClientService for ClientApi {
 
     async fn redeem(&self, req: Request<pb::RedeemRequest>) -> Result<Response<pb::RedeemResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+            let address = client_address(caller(&self.core, &req), req.get_ref().origin.as_ref())
                 .map_err(|e| to_status(&e, None))?;
             let r = req.into_inner();
             let nonce = nonce(r.origin.as_ref());
@@ -122,7 +122,7 @@ impl ClientService for ClientApi {
         req: Request<pb::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let address = client_address(req.remote_addr(), req.get_ref().origin.as_ref())
+            let address = client_address(caller(&self.core, &req), req.get_ref().origin.as_ref())
                 .map_err(|e| to_status(&e, None))?;
             let r = req.into_inner();
             let nonce = nonce(r.origin.as_ref());

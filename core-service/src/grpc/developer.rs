@@ -5,7 +5,7 @@ use licensing::v1::{self as pb, developer_service_server::DeveloperService};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{client_address, convert, to_status, within};
+use super::{Caller, caller, client_address, convert, to_status, within};
 use crate::{
     domain::CoreError,
     service::{Core, ScopeInput},
@@ -33,16 +33,16 @@ fn bearer<T>(req: &Request<T>) -> Option<String> {
 }
 
 /// Reads who calls for which app from the request's scope and metadata.
-fn scope_of<T>(req: &Request<T>, scope: Option<&pb::AppScope>) -> Result<ScopeInput, Status> {
-    scope_from(req.remote_addr(), bearer(req), scope)
+fn scope_of<T>(core: &Core, req: &Request<T>, scope: Option<&pb::AppScope>) -> Result<ScopeInput, Status> {
+    scope_from(caller(core, req), bearer(req), scope)
 }
 
 fn scope_from(
-    peer: Option<std::net::SocketAddr>,
+    caller: Caller,
     bearer: Option<String>,
     scope: Option<&pb::AppScope>,
 ) -> Result<ScopeInput, Status> {
-    let address = client_address(peer, scope.and_then(|s| s.origin.as_ref())).map_err(fail)?;
+    let address = client_address(caller, scope.and_then(|s| s.origin.as_ref())).map_err(fail)?;
     Ok(ScopeInput {
         app_secret: scope.map(|s| s.app_secret.clone()).unwrap_or_default(),
         developer: scope.and_then(|s| s.developer.as_ref()).map(|d| (d.username.clone(), d.password.clone())),
@@ -71,7 +71,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::StreamLicencesRequest>,
     ) -> Result<Response<Self::StreamLicencesStream>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let pages = self.core.stream_licences(scope, req.get_ref().page_size).await.map_err(fail)?;
             Ok(Response::new(page_messages(pages, |items| pb::ListLicencesResponse {
                 licences: items.into_iter().map(convert::licence).collect(),
@@ -86,7 +86,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::StreamUsersRequest>,
     ) -> Result<Response<Self::StreamUsersStream>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let pages = self.core.stream_users(scope, req.get_ref().page_size).await.map_err(fail)?;
             Ok(Response::new(page_messages(pages, |items| pb::ListUsersResponse {
                 users: items.into_iter().map(convert::user).collect(),
@@ -98,7 +98,7 @@ impl DeveloperService for DeveloperApi {
 
     async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<Response<pb::App>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let app = self.core.get_app(scope).await.map_err(fail)?;
             Ok(Response::new(convert::app(app)))
         })
@@ -110,7 +110,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::SetAppOnlineRequest>,
     ) -> Result<Response<pb::App>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let app = self.core.set_app_online(scope, req.get_ref().online).await.map_err(fail)?;
             Ok(Response::new(convert::app(app)))
         })
@@ -122,7 +122,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::SetAppVersionRequest>,
     ) -> Result<Response<pb::App>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let version = req.into_inner().version;
             let app = self.core.set_app_version(scope, version).await.map_err(fail)?;
             Ok(Response::new(convert::app(app)))
@@ -132,7 +132,7 @@ impl DeveloperService for DeveloperApi {
 
     async fn renew_secret(&self, req: Request<pb::RenewSecretRequest>) -> Result<Response<pb::App>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let app = self.core.renew_secret(scope).await.map_err(fail)?;
             Ok(Response::new(convert::app(app)))
         })
@@ -144,7 +144,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::ListLicencesRequest>,
     ) -> Result<Response<pb::ListLicencesResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let r = req.into_inner();
             let page = self.core.list_licences(scope, r.page_size, &r.page_token).await.map_err(fail)?;
             Ok(Response::new(pb::ListLicencesResponse {
@@ -160,7 +160,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::CreateLicencesRequest>,
     ) -> Result<Response<pb::CreateLicencesResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let r = req.into_inner();
             let expire = r
                 .expire_time
@@ -181,7 +181,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::DeleteLicenceRequest>,
     ) -> Result<Response<pb::DeleteLicenceResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             self.core.delete_licence(scope, &req.get_ref().licence_key).await.map_err(fail)?;
             Ok(Response::new(pb::DeleteLicenceResponse {}))
         })
@@ -193,7 +193,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::BanLicenceRequest>,
     ) -> Result<Response<pb::Licence>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let lic =
                 self.core.set_licence_banned(scope, &req.get_ref().licence_key, true).await.map_err(fail)?;
             Ok(Response::new(convert::licence(lic)))
@@ -206,7 +206,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::UnbanLicenceRequest>,
     ) -> Result<Response<pb::Licence>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let lic =
                 self.core.set_licence_banned(scope, &req.get_ref().licence_key, false).await.map_err(fail)?;
             Ok(Response::new(convert::licence(lic)))
@@ -219,7 +219,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let r = req.into_inner();
             let page = self.core.list_users(scope, r.page_size, &r.page_token).await.map_err(fail)?;
             Ok(Response::new(pb::ListUsersResponse {
@@ -235,7 +235,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             self.core.delete_user(scope, req.get_ref().user_id).await.map_err(fail)?;
             Ok(Response::new(pb::DeleteUserResponse {}))
         })
@@ -244,7 +244,7 @@ impl DeveloperService for DeveloperApi {
 
     async fn reset_hwid(&self, req: Request<pb::ResetHwidRequest>) -> Result<Response<pb::User>, Status> {
         within(self.core.settings().request_timeout, async move {
-            let scope = scope_of(&req, req.get_ref().scope.as_ref())?;
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let user = self.core.reset_hwid(scope, req.get_ref().user_id).await.map_err(fail)?;
             Ok(Response::new(convert::user(user)))
         })
@@ -256,7 +256,7 @@ impl DeveloperService for DeveloperApi {
         req: Request<Streaming<pb::UploadFileRequest>>,
     ) -> Result<Response<pb::FileInfo>, Status> {
         let bearer = bearer(&req);
-        let remote = req.remote_addr();
+        let caller = caller(&self.core, &req);
         let mut stream = req.into_inner();
         // A stalled uploader must not hold a partial file and a connection for ever.
         let idle = self.core.settings().request_timeout;
@@ -267,7 +267,7 @@ impl DeveloperService for DeveloperApi {
             Some(pb::UploadFileRequest { payload: Some(pb::upload_file_request::Payload::Header(h)) }) => h,
             _ => return Err(fail(CoreError::MissingField { field: "header" })),
         };
-        let scope = scope_from(remote, bearer, header.scope.as_ref())?;
+        let scope = scope_from(caller, bearer, header.scope.as_ref())?;
         let mut upload =
             within(idle, async { self.core.begin_upload(scope, &header.filename).await.map_err(fail) })
                 .await?;

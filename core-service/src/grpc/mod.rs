@@ -20,7 +20,10 @@ use tonic::{
 };
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::CoreError;
+use crate::{
+    domain::CoreError,
+    service::{Core, GatewayCredential},
+};
 
 /// Turns an error into a status: the stable code as `ErrorInfo.reason`, field violations as
 /// `BadRequest`, the wait as `RetryInfo` and `retry-after`, and the response token if any.
@@ -69,17 +72,91 @@ async fn within<T>(
     }
 }
 
-/// The end user's address: the one the edge reported, else the gRPC peer.
-fn client_address(peer: Option<SocketAddr>, origin: Option<&Origin>) -> Result<String, CoreError> {
+/// Who is on the other end of a call, as far as the client address is concerned.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    peer: Option<SocketAddr>,
+    /// A gateway the core believes about its clients' addresses.
+    trusted: bool,
+}
+
+/// Judges the caller once per call: with a gateway credential configured, only callers that
+/// present it are gateways; without one, only loopback callers (the local stack) are.
+fn caller<T>(core: &Core, req: &tonic::Request<T>) -> Caller {
+    let peer = req.remote_addr();
+    let trusted = is_gateway(core.settings().gateway_credential.as_ref(), req.metadata(), peer);
+    Caller { peer, trusted }
+}
+
+fn is_gateway(
+    credential: Option<&GatewayCredential>,
+    metadata: &MetadataMap,
+    peer: Option<SocketAddr>,
+) -> bool {
+    match credential {
+        Some(credential) => metadata
+            .get(licensing::GATEWAY_CREDENTIAL_METADATA)
+            .is_some_and(|presented| credential.matches(presented.as_bytes())),
+        None => peer.is_some_and(|p| p.ip().to_canonical().is_loopback()),
+    }
+}
+
+/// The end user's address: the one a trusted gateway reported, else the caller's own. Anyone
+/// else who names an address would choose which address the throttle counts their guesses on.
+fn client_address(caller: Caller, origin: Option<&Origin>) -> Result<String, CoreError> {
+    let own = || caller.peer.map(|a| a.ip().to_canonical().to_string()).unwrap_or_default();
     match origin.map(|o| o.client_address.as_str()).filter(|a| !a.is_empty()) {
-        Some(reported) => reported
+        Some(reported) if caller.trusted => reported
             .parse::<IpAddr>()
             .map(|ip| ip.to_string())
             .map_err(|_| CoreError::invalid("client_address", "client_address must be an IP address")),
-        None => Ok(peer.map(|a| a.ip().to_string()).unwrap_or_default()),
+        Some(_) => {
+            tracing::debug!(peer = ?caller.peer, "ignoring a client address reported by a caller that is not a gateway");
+            Ok(own())
+        }
+        None => Ok(own()),
     }
 }
 
 fn nonce(origin: Option<&Origin>) -> String {
     origin.map(|o| o.nonce.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_counts_as_a_gateway() {
+        let loopback = Some(SocketAddr::from(([127, 0, 0, 1], 4000)));
+        let mapped_loopback = Some("[::ffff:127.0.0.1]:4000".parse().expect("addr"));
+        let remote = Some(SocketAddr::from(([10, 1, 2, 3], 4000)));
+        let none = MetadataMap::new();
+        // No credential configured: loopback callers only.
+        assert!(is_gateway(None, &none, loopback));
+        assert!(is_gateway(None, &none, mapped_loopback));
+        assert!(!is_gateway(None, &none, remote));
+        assert!(!is_gateway(None, &none, None));
+        // A credential configured: whoever presents it, from anywhere; nobody else, loopback included.
+        let secret = "s".repeat(40);
+        let credential = GatewayCredential::parse(&secret).expect("credential");
+        let mut presented = MetadataMap::new();
+        presented.insert(licensing::GATEWAY_CREDENTIAL_METADATA, secret.parse().expect("ascii"));
+        let mut wrong = MetadataMap::new();
+        wrong.insert(licensing::GATEWAY_CREDENTIAL_METADATA, "t".repeat(40).parse().expect("ascii"));
+        assert!(is_gateway(Some(&credential), &presented, remote));
+        assert!(!is_gateway(Some(&credential), &wrong, remote));
+        assert!(!is_gateway(Some(&credential), &none, loopback));
+    }
+
+    #[test]
+    fn an_untrusted_caller_is_counted_on_its_own_address() {
+        let origin = Origin { client_address: "203.0.113.9".into(), nonce: String::new() };
+        let peer = Some(SocketAddr::from(([10, 1, 2, 3], 4000)));
+        let outsider = Caller { peer, trusted: false };
+        assert_eq!(client_address(outsider, Some(&origin)).expect("address"), "10.1.2.3");
+        let gateway = Caller { peer, trusted: true };
+        assert_eq!(client_address(gateway, Some(&origin)).expect("address"), "203.0.113.9");
+        assert_eq!(client_address(gateway, None).expect("address"), "10.1.2.3");
+    }
 }

@@ -44,6 +44,38 @@ pub struct Settings {
     /// How long a successful password check is remembered (zero: never), so frequent heartbeats
     /// skip Argon2.
     pub credential_cache: Duration,
+    /// The shared secret gateways present to be believed about client addresses; `None`
+    /// believes loopback callers only.
+    pub gateway_credential: Option<GatewayCredential>,
+}
+
+/// A secret shared by the core and its gateways. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GatewayCredential(String);
+
+impl GatewayCredential {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        licensing::check_gateway_credential(value)?;
+        Ok(GatewayCredential(value.to_owned()))
+    }
+
+    /// Compares in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        crate::domain::secrets::constant_time_eq(self.0.as_bytes(), presented)
+    }
+}
+
+impl std::fmt::Debug for GatewayCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayCredential(***)")
+    }
+}
+
+impl std::str::FromStr for GatewayCredential {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        Self::parse(value)
+    }
 }
 
 impl Default for Settings {
@@ -56,6 +88,7 @@ impl Default for Settings {
             hash_queue: 256,
             request_timeout: Duration::from_secs(30),
             credential_cache: Duration::from_secs(300),
+            gateway_credential: None,
         }
     }
 }
