@@ -42,6 +42,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
                 settings: args.settings(grace),
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
                 tls: args.tls()?,
+                tls_client_ca: args.tls_client_ca.clone(),
                 metrics_listen: args.metrics_listen,
             };
             let app = Application::build(config).await.map_err(|e| e.to_string())?;

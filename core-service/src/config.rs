@@ -185,12 +185,21 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "CORE_TLS_KEY", value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
+
+    /// PEM bundle of the CA that signs gateways' client certificates (needs --tls-cert): a caller
+    /// presenting such a certificate is a gateway, believed about client addresses. Callers
+    /// without one are still served.
+    #[arg(long, env = "CORE_TLS_CLIENT_CA", value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
     /// The TLS identity, if any. Checked by hand rather than with clap's `requires`, whose error
     /// spans several lines.
     pub fn tls(&self) -> Result<Option<TlsFiles>, String> {
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("--tls-client-ca (CORE_TLS_CLIENT_CA) needs --tls-cert and --tls-key: client certificates come with TLS".into());
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone() })),
             (None, None) => Ok(None),

@@ -32,6 +32,8 @@ pub struct CoreConfig {
     pub shutdown_grace: Duration,
     /// Serve gRPC over TLS with this certificate and key; `None` serves plain TCP.
     pub tls: Option<TlsFiles>,
+    /// With TLS: the CA of gateways' client certificates. A caller presenting one is a gateway.
+    pub tls_client_ca: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP on this address; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -57,6 +59,7 @@ impl CoreConfig {
             settings: Settings::default(),
             shutdown_grace: Duration::from_secs(30),
             tls: None,
+            tls_client_ca: None,
             metrics_listen: None,
         }
     }
@@ -102,8 +105,13 @@ impl Application {
         let builder = Server::builder().http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS));
         let server = match &config.tls {
             Some(files) => builder
-                .tls_config(server_tls_config(files)?)
+                .tls_config(server_tls_config(files, config.tls_client_ca.as_deref())?)
                 .map_err(|error| StartupError::Tls(tls_error_text(files, &error)))?,
+            None if config.tls_client_ca.is_some() => {
+                return Err(StartupError::Tls(
+                    "a client CA needs TLS: give a certificate and key too".into(),
+                ));
+            }
             None => builder,
         };
         // Bind first: a taken port is reported before any database work or log line.
@@ -122,7 +130,9 @@ impl Application {
             None => None,
         };
         let db = storage::connect_and_migrate(&config.db).await?;
-        let core = Core::new(db, config.settings).map_err(|e| StartupError::Core(e.to_string()))?;
+        let settings =
+            Settings { gateways_by_certificate: config.tls_client_ca.is_some(), ..config.settings };
+        let core = Core::new(db, settings).map_err(|e| StartupError::Core(e.to_string()))?;
         Ok(Application {
             listener,
             addr,
@@ -191,9 +201,12 @@ impl Application {
             .serve_with_incoming_shutdown(incoming_nodelay(self.listener), signal);
 
         tracing::info!(addr = %self.addr, tls = self.tls, "core-service listening");
-        if self.core.settings().gateway_credential.is_some() {
+        let settings = self.core.settings();
+        if settings.gateway_credential.is_some() || settings.gateways_by_certificate {
             tracing::info!(
-                "client addresses are believed from callers presenting the gateway credential only"
+                credential = settings.gateway_credential.is_some(),
+                client_certificates = settings.gateways_by_certificate,
+                "client addresses are believed only from gateways proven by credential or client certificate"
             );
         } else {
             tracing::info!(
@@ -239,7 +252,7 @@ fn incoming_nodelay(
 
 /// Reads and parses the certificate and key, so each kind of mistake gets its own message naming
 /// the file (tonic alone would only say "transport error").
-fn server_tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> {
+fn server_tls_config(files: &TlsFiles, client_ca: Option<&Path>) -> Result<ServerTlsConfig, StartupError> {
     // tonic builds its rustls config from the process-wide provider. Only ring is compiled in
     // today; pinning it keeps a second backend pulled in by some other crate from turning that
     // lookup into a panic. An error only means a provider is installed already.
@@ -261,7 +274,22 @@ fn server_tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, StartupError> 
             files.key.display()
         ))
     })?;
-    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(TLS_HANDSHAKE_TIMEOUT))
+    let config =
+        ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(TLS_HANDSHAKE_TIMEOUT);
+    let Some(client_ca) = client_ca else { return Ok(config) };
+    let ca = read_pem(client_ca, "client CA bundle")?;
+    let roots = CertificateDer::pem_slice_iter(&ca).collect::<Result<Vec<_>, _>>().map_err(|error| {
+        StartupError::Tls(format!("invalid TLS client CA bundle {}: {error}", client_ca.display()))
+    })?;
+    if roots.is_empty() {
+        return Err(StartupError::Tls(format!(
+            "invalid TLS client CA bundle {}: no PEM CERTIFICATE block",
+            client_ca.display()
+        )));
+    }
+    // Optional: internal services without a certificate are still served, only not believed
+    // about client addresses.
+    Ok(config.client_ca_root(tonic::transport::Certificate::from_pem(ca)).client_auth_optional(true))
 }
 
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, StartupError> {

@@ -292,3 +292,62 @@ async fn the_binary_serves_tls_from_its_environment() {
     assert_eq!(status.expect("health over TLS"), ServingStatus::Serving as i32);
     assert_eq!(exit.code(), Some(0));
 }
+
+/// With a client CA, a caller presenting a certificate it signed is a gateway: the client
+/// addresses it reports are believed. A caller without one is still served, but counted on its
+/// own address whatever it reports, loopback or not.
+#[tokio::test]
+async fn a_client_certificate_makes_the_caller_a_gateway() {
+    use licensing::v1::{LoginRequest, Origin, UserAuth, client_service_client::ClientServiceClient};
+    use rcgen::ExtendedKeyUsagePurpose;
+
+    let pki = Pki::new();
+    let (client_ca, client_ca_pem) = certificate_authority("licensing test gateway CA");
+    let gateway_key = KeyPair::generate().expect("gateway key");
+    let mut params = CertificateParams::new(vec!["gateway".to_owned()]).expect("gateway params");
+    params.distinguished_name.push(DnType::CommonName, "gateway");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let gateway_cert = params.signed_by(&gateway_key, &client_ca).expect("gateway certificate");
+
+    let mut config = CoreConfig {
+        tls: Some(pki.files()),
+        tls_client_ca: Some(pki.write("client-ca.pem", &client_ca_pem)),
+        ..CoreConfig::local(&pki.database_url())
+    };
+    config.settings.throttle.per_address = 1;
+    let core = start(config).await;
+    let url = format!("https://localhost:{}", core.addr.port());
+
+    // An unknown (well-formed) app secret fails, and each failure counts against an address.
+    let login = |address: &str| LoginRequest {
+        auth: Some(UserAuth {
+            app_secret: "0".repeat(64),
+            username: "someone".into(),
+            password: "pw".into(),
+            hwid: String::new(),
+        }),
+        origin: Some(Origin { client_address: address.into(), nonce: String::new() }),
+    };
+    let reason = |result: Result<tonic::Response<_>, tonic::Status>| match result {
+        Ok(_) => "ok".to_owned(),
+        Err(status) => {
+            use tonic_types::StatusExt;
+            status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+        }
+    };
+
+    let plain = tls_channel(&url, &pki.ca_pem).await.expect("TLS without a client certificate");
+    let mut outsider = ClientServiceClient::new(plain);
+    assert_eq!(reason(outsider.login(login("203.0.113.1")).await), "invalid_app_secret");
+    // Counted on its own address, which is now used up, whatever it claims next.
+    assert_eq!(reason(outsider.login(login("203.0.113.2")).await), "rate_limited");
+
+    let identity = tonic::transport::Identity::from_pem(gateway_cert.pem(), gateway_key.serialize_pem());
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).identity(identity);
+    let channel = Endpoint::from_shared(url).expect("url").tls_config(tls).expect("tls").connect().await;
+    let mut gateway = ClientServiceClient::new(channel.expect("mutual TLS"));
+    assert_eq!(reason(gateway.login(login("203.0.113.3")).await), "invalid_app_secret");
+    assert_eq!(reason(gateway.login(login("203.0.113.4")).await), "invalid_app_secret", "another address");
+    assert_eq!(reason(gateway.login(login("203.0.113.3")).await), "rate_limited", "the same address");
+    core.stop().await;
+}

@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub core_ca: Option<PathBuf>,
     /// Presented to the core on every call, so it believes the client addresses reported.
     pub gateway_credential: Option<GatewayCredential>,
+    /// A client certificate and key presented to `https://` cores (mutual TLS): the other way,
+    /// beside the credential, for a core to recognise this gateway.
+    pub core_client_identity: Option<TlsFiles>,
     /// Most client connections open at once; past it, new ones wait in the listen queue.
     pub max_connections: usize,
     /// Longest a client may take to send a request's headers, and so also the longest a
@@ -66,6 +69,7 @@ impl GatewayConfig {
             tls: None,
             core_ca: None,
             gateway_credential: None,
+            core_client_identity: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
@@ -123,6 +127,15 @@ pub struct Cli {
     /// reach the core over loopback.
     #[arg(long, env = "GATEWAY_CREDENTIAL", value_name = "SECRET", hide_env_values = true)]
     pub gateway_credential: Option<String>,
+
+    /// PEM client certificate presented to `https://` cores (mutual TLS, with --core-client-key):
+    /// cores whose CORE_TLS_CLIENT_CA signed it believe this gateway about client addresses.
+    #[arg(long, env = "GATEWAY_CORE_CLIENT_CERT", value_name = "PATH")]
+    pub core_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --core-client-cert.
+    #[arg(long, env = "GATEWAY_CORE_CLIENT_KEY", value_name = "PATH")]
+    pub core_client_key: Option<PathBuf>,
 
     /// Most client connections open at once; past it, new ones wait in the listen queue until
     /// one closes.
@@ -230,6 +243,7 @@ impl TryFrom<Cli> for GatewayConfig {
     type Error = String;
 
     fn try_from(cli: Cli) -> Result<Self, String> {
+        let has_core_ca = cli.core_ca.is_some();
         let tls = match (cli.tls_cert, cli.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -256,6 +270,16 @@ impl TryFrom<Cli> for GatewayConfig {
                 .map(str::parse)
                 .transpose()
                 .map_err(|reason| format!("--gateway-credential (GATEWAY_CREDENTIAL): {reason}"))?,
+            core_client_identity: match (cli.core_client_cert, cli.core_client_key) {
+                (Some(cert), Some(key)) if has_core_ca => Some(TlsFiles { cert, key }),
+                (Some(_), Some(_)) => {
+                    return Err("--core-client-cert needs --core-ca (GATEWAY_CORE_CA): client certificates are presented to https:// cores".into());
+                }
+                (None, None) => None,
+                _ => {
+                    return Err("--core-client-cert (GATEWAY_CORE_CLIENT_CERT) and --core-client-key (GATEWAY_CORE_CLIENT_KEY) go together".into());
+                }
+            },
             max_connections: cli.max_connections as usize,
             header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
         })

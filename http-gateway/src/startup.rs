@@ -83,7 +83,11 @@ impl Gateway {
     /// Binds the listener and prepares the core's clients. The core need not be up: connections
     /// are made on first use and remade after a failure.
     pub async fn build(config: GatewayConfig) -> Result<Gateway, StartupError> {
-        let core_tls = config.core_ca.as_deref().map(core_tls_config).transpose()?;
+        let core_tls = config
+            .core_ca
+            .as_deref()
+            .map(|ca| core_tls_config(ca, config.core_client_identity.as_ref()))
+            .transpose()?;
         if core_tls.is_some() && !config.core_urls.iter().any(|url| is_https(url)) {
             tracing::warn!(
                 "--core-ca is set but no core URL is https://: the cores are called in plain text"
@@ -327,11 +331,22 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartupError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The CAs trusted for `https://` cores.
-fn core_tls_config(path: &Path) -> Result<ClientTlsConfig, StartupError> {
+/// The CAs trusted for `https://` cores, and the client certificate shown to them, if any.
+fn core_tls_config(path: &Path, identity: Option<&TlsFiles>) -> Result<ClientTlsConfig, StartupError> {
     let pem = read_pem(path, "core CA bundle")?;
     certificates(&pem, path, "core CA bundle")?;
-    Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+    let Some(files) = identity else { return Ok(config) };
+    let cert = read_pem(&files.cert, "core client certificate")?;
+    certificates(&cert, &files.cert, "core client certificate")?;
+    let key = read_pem(&files.key, "core client key")?;
+    PrivateKeyDer::from_pem_slice(&key).map_err(|error| {
+        StartupError::Tls(format!(
+            "invalid core client key {}: no usable PEM private key ({error})",
+            files.key.display()
+        ))
+    })?;
+    Ok(config.identity(tonic::transport::Identity::from_pem(cert, key)))
 }
 
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, StartupError> {

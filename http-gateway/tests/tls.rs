@@ -59,6 +59,22 @@ impl Pki {
         (cert_path, key_path)
     }
 
+    /// A client certificate and key named `name-client-cert.pem` and `name-client-key.pem`.
+    fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("client key");
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("client certificate");
+        let (cert_path, key_path) = (
+            self.dir.path().join(format!("{name}-client-cert.pem")),
+            self.dir.path().join(format!("{name}-client-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+
     fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, contents).expect("write file");
@@ -79,10 +95,20 @@ struct Core {
 }
 
 async fn start_core(pki: &Pki, throttle: ThrottleConfig) -> Core {
+    start_core_with(pki, throttle, None).await
+}
+
+/// The core over TLS; with `client_ca`, callers showing a certificate it signed are gateways.
+async fn start_core_with(pki: &Pki, throttle: ThrottleConfig, client_ca: Option<PathBuf>) -> Core {
     let (cert, key) = pki.server("core");
     let url = format!("sqlite://{}?mode=rwc", pki.dir.path().join("core.db").display());
     let settings = Settings { throttle, hash_workers: 1, ..Settings::default() };
-    let config = CoreConfig { tls: Some(CoreTlsFiles { cert, key }), settings, ..CoreConfig::local(&url) };
+    let config = CoreConfig {
+        tls: Some(CoreTlsFiles { cert, key }),
+        tls_client_ca: client_ca,
+        settings,
+        ..CoreConfig::local(&url)
+    };
     let application = Application::build(config).await.expect("core builds");
     let core = application.core();
     core.add_developer(DEVELOPER, PASSWORD).await.expect("developer");
@@ -297,6 +323,52 @@ async fn the_client_address_survives_tls() {
     assert!(answers.iter().any(|status| status == "rate_limited"), "{answers:?}");
 
     gateway.stop().await;
+    core.stop().await;
+}
+
+/// Mutual TLS: a core with a client CA believes the client addresses of a gateway showing a
+/// certificate from it, and counts a gateway without one on that gateway's own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_lets_the_core_believe_the_gateway() {
+    let pki = Pki::new();
+    let throttle = ThrottleConfig { per_username: 100, per_address: 2, ..ThrottleConfig::default() };
+    let core = start_core_with(&pki, throttle, Some(pki.ca.clone())).await;
+    let core_url = format!("https://127.0.0.1:{}", core.port);
+    let (client_cert, client_key) = pki.client("gateway");
+    let (cert, key) = pki.server("gateway");
+    let common = [
+        "--core-url",
+        &core_url,
+        "--core-ca",
+        arg(&pki.ca),
+        "--tls-cert",
+        arg(&cert),
+        "--tls-key",
+        arg(&key),
+        "--trusted-proxies",
+        "127.0.0.1",
+    ];
+    let mut proven_args = common.to_vec();
+    proven_args.extend(["--core-client-cert", arg(&client_cert), "--core-client-key", arg(&client_key)]);
+    let proven = start_gateway(&pki, &proven_args).await;
+    let bad = login_form(&wrong_secret(&core.app.secret));
+
+    // Five clients, each failing once: each is counted on its own address.
+    for client in ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14", "192.0.2.15"] {
+        let (_, body) = proven.post("/api/action.php?action=login", bad.clone(), Some(client)).await;
+        assert_eq!(body["status"], "invalid_app_secret", "{client}: {body}");
+    }
+    proven.stop().await;
+
+    // Without the certificate, the same five are one address (the gateway's), used up at once.
+    let unproven = start_gateway(&pki, &common).await;
+    let mut answers = Vec::new();
+    for client in ["192.0.2.21", "192.0.2.22", "192.0.2.23"] {
+        let (_, body) = unproven.post("/api/action.php?action=login", bad.clone(), Some(client)).await;
+        answers.push(body["status"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(answers, ["invalid_app_secret", "invalid_app_secret", "rate_limited"]);
+    unproven.stop().await;
     core.stop().await;
 }
 

@@ -84,20 +84,35 @@ struct Caller {
 /// present it are gateways; without one, only loopback callers (the local stack) are.
 fn caller<T>(core: &Core, req: &tonic::Request<T>) -> Caller {
     let peer = req.remote_addr();
-    let trusted = is_gateway(core.settings().gateway_credential.as_ref(), req.metadata(), peer);
-    Caller { peer, trusted }
+    let settings = core.settings();
+    // Only present when the client CA verified the caller's certificate chain.
+    let certified = req.peer_certs().is_some_and(|chain| !chain.is_empty());
+    let rule = GatewayRule {
+        credential: settings.gateway_credential.as_ref(),
+        by_certificate: settings.gateways_by_certificate,
+    };
+    Caller { peer, trusted: rule.admits(req.metadata(), peer, certified) }
 }
 
-fn is_gateway(
-    credential: Option<&GatewayCredential>,
-    metadata: &MetadataMap,
-    peer: Option<SocketAddr>,
-) -> bool {
-    match credential {
-        Some(credential) => metadata
-            .get(licensing::GATEWAY_CREDENTIAL_METADATA)
-            .is_some_and(|presented| credential.matches(presented.as_bytes())),
-        None => peer.is_some_and(|p| p.ip().to_canonical().is_loopback()),
+/// How the core recognises a gateway.
+#[derive(Clone, Copy)]
+struct GatewayRule<'a> {
+    credential: Option<&'a GatewayCredential>,
+    by_certificate: bool,
+}
+
+impl GatewayRule<'_> {
+    /// A verified client certificate, or the credential, when configured; loopback when neither is.
+    fn admits(&self, metadata: &MetadataMap, peer: Option<SocketAddr>, certified: bool) -> bool {
+        if self.by_certificate && certified {
+            return true;
+        }
+        match self.credential {
+            Some(credential) => metadata
+                .get(licensing::GATEWAY_CREDENTIAL_METADATA)
+                .is_some_and(|presented| credential.matches(presented.as_bytes())),
+            None => !self.by_certificate && peer.is_some_and(|p| p.ip().to_canonical().is_loopback()),
+        }
     }
 }
 
@@ -132,21 +147,32 @@ mod tests {
         let mapped_loopback = Some("[::ffff:127.0.0.1]:4000".parse().expect("addr"));
         let remote = Some(SocketAddr::from(([10, 1, 2, 3], 4000)));
         let none = MetadataMap::new();
-        // No credential configured: loopback callers only.
-        assert!(is_gateway(None, &none, loopback));
-        assert!(is_gateway(None, &none, mapped_loopback));
-        assert!(!is_gateway(None, &none, remote));
-        assert!(!is_gateway(None, &none, None));
-        // A credential configured: whoever presents it, from anywhere; nobody else, loopback included.
+        // Nothing configured: loopback callers only.
+        let open = GatewayRule { credential: None, by_certificate: false };
+        assert!(open.admits(&none, loopback, false));
+        assert!(open.admits(&none, mapped_loopback, false));
+        assert!(!open.admits(&none, remote, false));
+        assert!(!open.admits(&none, None, false));
+        // A credential: whoever presents it, from anywhere; nobody else, loopback included.
         let secret = "s".repeat(40);
         let credential = GatewayCredential::parse(&secret).expect("credential");
         let mut presented = MetadataMap::new();
         presented.insert(licensing::GATEWAY_CREDENTIAL_METADATA, secret.parse().expect("ascii"));
         let mut wrong = MetadataMap::new();
         wrong.insert(licensing::GATEWAY_CREDENTIAL_METADATA, "t".repeat(40).parse().expect("ascii"));
-        assert!(is_gateway(Some(&credential), &presented, remote));
-        assert!(!is_gateway(Some(&credential), &wrong, remote));
-        assert!(!is_gateway(Some(&credential), &none, loopback));
+        let shared = GatewayRule { credential: Some(&credential), by_certificate: false };
+        assert!(shared.admits(&presented, remote, false));
+        assert!(!shared.admits(&wrong, remote, false));
+        assert!(!shared.admits(&none, loopback, false));
+        // Client certificates: a verified one from anywhere; loopback alone no longer.
+        let mtls = GatewayRule { credential: None, by_certificate: true };
+        assert!(mtls.admits(&none, remote, true));
+        assert!(!mtls.admits(&none, loopback, false));
+        // Both: either proof will do.
+        let both = GatewayRule { credential: Some(&credential), by_certificate: true };
+        assert!(both.admits(&none, remote, true));
+        assert!(both.admits(&presented, remote, false));
+        assert!(!both.admits(&none, loopback, false));
     }
 
     #[test]

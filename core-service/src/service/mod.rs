@@ -47,6 +47,9 @@ pub struct Settings {
     /// The shared secret gateways present to be believed about client addresses; `None`
     /// believes loopback callers only.
     pub gateway_credential: Option<GatewayCredential>,
+    /// Callers presenting a client certificate of the configured client CA are gateways (and
+    /// loopback alone no longer makes one).
+    pub gateways_by_certificate: bool,
 }
 
 /// A secret shared by the core and its gateways. Never printed.
@@ -89,6 +92,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             credential_cache: Duration::from_secs(300),
             gateway_credential: None,
+            gateways_by_certificate: false,
         }
     }
 }
