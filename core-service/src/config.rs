@@ -157,8 +157,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 
-    /// Seconds a successful password check is remembered in memory, so frequent heartbeats skip
-    /// Argon2 (0 disables).
+    /// Seconds a successful password check is remembered in memory after its last use, so
+    /// frequent heartbeats skip Argon2 (0 disables).
     #[arg(long, env = "CORE_CREDENTIAL_CACHE_SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub credential_cache_secs: u64,

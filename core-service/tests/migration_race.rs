@@ -2,8 +2,10 @@
 //! command run right after `serve`) must all start. Each round opens two independent connection
 //! pools, as two processes would, and migrates through both at once.
 
+mod common;
+
 use core_service::storage::{self, DbConfig};
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
 
 const ROUNDS: usize = 8;
 
@@ -41,25 +43,10 @@ async fn two_migrators_on_a_fresh_sqlite_file_both_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_migrators_on_a_fresh_postgres_database_both_succeed() {
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin = match Database::connect(&admin_url).await {
-        Ok(admin) => admin,
-        Err(error) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL is required in CI: {error}");
-            eprintln!("PostgreSQL unreachable: test skipped ({error})");
-            return;
-        }
-    };
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| admin_url.clone());
+    let Some(postgres) = common::postgres().await else { return };
     for round in 0..ROUNDS {
         let name = format!("licensing_race_{}_{round}", std::process::id());
-        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create database");
-        race(&format!("{base}/{name}")).await;
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await
-            .expect("drop database");
+        race(&postgres.create(&name).await).await;
+        postgres.drop(&name).await;
     }
-    admin.close().await.ok();
 }

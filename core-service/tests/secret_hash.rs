@@ -1,6 +1,8 @@
 //! Apps are found by a hash of their secret: the migration that adds the hash fills it in for
 //! apps that existed before it, and lookups match on the hash, never on the secret column.
 
+mod common;
+
 use core_service::{
     domain::secrets::app_secret_hash,
     storage::{self, DbConfig, migration::Migrator, queries},
@@ -82,22 +84,8 @@ async fn on_sqlite() {
 
 #[tokio::test]
 async fn on_postgres() {
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin = match Database::connect(&admin_url).await {
-        Ok(admin) => admin,
-        Err(error) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL is required in CI: {error}");
-            eprintln!("PostgreSQL unreachable: test skipped ({error})");
-            return;
-        }
-    };
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| admin_url.clone());
+    let Some(postgres) = common::postgres().await else { return };
     let name = format!("licensing_secret_hash_{}", std::process::id());
-    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create database");
-    existing_apps_get_their_hash_and_lookups_use_it(&format!("{base}/{name}")).await;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .expect("drop");
+    existing_apps_get_their_hash_and_lookups_use_it(&postgres.create(&name).await).await;
+    postgres.drop(&name).await;
 }

@@ -38,14 +38,24 @@ impl CredentialCache {
         h.finalize().into()
     }
 
-    /// Whether this password verified against this stored hash within the last `ttl`.
+    /// Whether this password verified against this stored hash and was last used within `ttl`.
+    /// A hit counts as a use: with a fixed lifetime, every client that logged in around the same
+    /// time (all of them, after a restart) would need Argon2 again in the same moment, and every
+    /// steady heartbeat would pay one Argon2 per `ttl`. Nothing a rule needs is kept here: a
+    /// changed password has a new stored hash and never matches.
     pub fn verified_recently(&self, stored_hash: &str, password: &str) -> bool {
         if self.ttl.is_zero() {
             return false;
         }
         let print = self.fingerprint(stored_hash, password);
-        let entries = self.lock();
-        entries.get(&print).is_some_and(|at| at.elapsed() < self.ttl)
+        let mut entries = self.lock();
+        match entries.get_mut(&print) {
+            Some(at) if at.elapsed() < self.ttl => {
+                *at = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Remembers a successful verification.
@@ -93,6 +103,19 @@ mod tests {
         assert!(!cache.verified_recently("$hash2", "pw"), "another stored hash");
         std::thread::sleep(Duration::from_millis(60));
         assert!(!cache.verified_recently("$hash1", "pw"), "expired");
+    }
+
+    #[test]
+    fn each_use_extends_the_entry() {
+        let cache = CredentialCache::new(Duration::from_millis(200), 10).expect("cache");
+        cache.remember("$hash", "pw");
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(cache.verified_recently("$hash", "pw"), "used within the TTL: still remembered");
+        }
+        // 400 ms after it was remembered, longer than the TTL: kept alive by use alone.
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!cache.verified_recently("$hash", "pw"), "unused for longer than the TTL");
     }
 
     #[test]
