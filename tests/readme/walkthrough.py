@@ -83,6 +83,7 @@ def script_for(steps):
                        f"if {step}\nthen echo 'walkthrough: expected a failure' >&2; exit 1; fi")
         else:
             out.append(f"echo {shown} >&2; WALK_EXPECT=2xx\n{step}")
+    out.append("echo")
     out.append("echo 'walkthrough: every step ran as the README says' >&2")
     return "\n".join(out) + "\n"
 
