@@ -1041,7 +1041,11 @@ async fn password_work_is_isolated_and_bounded() {
             r
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The flood has reached Argon2: the queue holds work.
+    assert!(
+        common::eventually(10, || async { core.core.password_queue() > 0 }).await,
+        "the logins never queued"
+    );
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     health
         .check(tonic_health::pb::HealthCheckRequest { service: String::new() })

@@ -67,6 +67,8 @@ struct Seen {
 struct Fake {
     name: &'static str,
     seen: Arc<Mutex<Seen>>,
+    /// Told when the "slow" login has arrived, so a test can act while it is in flight.
+    slow_started: Arc<tokio::sync::Notify>,
 }
 
 fn failure(code: ErrorCode, message: &str, token: Option<&'static str>) -> Status {
@@ -149,6 +151,7 @@ impl ClientService for Fake {
                 response_token: format!("tok-login-{}", self.name),
             })),
             "slow" => {
+                self.slow_started.notify_one();
                 tokio::time::sleep(Duration::from_millis(600)).await;
                 Ok(Response::new(v1::LoginResponse { user: Some(v1::User::default()), ..Default::default() }))
             }
@@ -439,6 +442,7 @@ impl DeveloperService for Fake {
 struct Core {
     addr: SocketAddr,
     seen: Arc<Mutex<Seen>>,
+    slow_started: Arc<tokio::sync::Notify>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -453,7 +457,8 @@ impl Drop for Core {
 async fn start_core_on(listener: TcpListener, name: &'static str) -> Core {
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let fake = Fake { name, seen: seen.clone() };
+    let slow_started = Arc::new(tokio::sync::Notify::new());
+    let fake = Fake { name, seen: seen.clone(), slow_started: slow_started.clone() };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -463,7 +468,7 @@ async fn start_core_on(listener: TcpListener, name: &'static str) -> Core {
                 let _ = stopped.await;
             }),
     );
-    Core { addr, seen, stop: Some(stop) }
+    Core { addr, seen, slow_started, stop: Some(stop) }
 }
 
 async fn start_core(name: &'static str) -> Core {
@@ -888,7 +893,10 @@ async fn shutdown_finishes_in_flight_requests() {
     let in_flight = tokio::spawn(async move {
         Client::new().post(url).body("username=slow").send().await.map(|response| response.status())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The login has reached the core: the gateway holds it in flight.
+    tokio::time::timeout(Duration::from_secs(10), core.slow_started.notified())
+        .await
+        .expect("the login arrives");
     let _ = gateway.stop.take().unwrap().send(());
     assert_eq!(in_flight.await.unwrap().expect("answered"), StatusCode::OK);
     tokio::time::timeout(Duration::from_secs(5), gateway.task).await.expect("stops").unwrap();
