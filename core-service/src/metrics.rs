@@ -36,7 +36,8 @@ pub struct CoreMetrics {
     pub argon2_computations: IntCounter,
     pub argon2_rejections: IntCounter,
     argon2_queued: IntGauge,
-    pub credential_cache: IntCounterVec,
+    pub credential_cache_hits: IntCounter,
+    pub credential_cache_misses: IntCounter,
     pub throttle_refusals: IntCounter,
     db_connections: IntGaugeVec,
     pub db_waiting: IntGauge,
@@ -47,6 +48,12 @@ pub struct CoreMetrics {
 static METRICS: LazyLock<CoreMetrics> = LazyLock::new(|| {
     let registry = Registry::new();
     let m = Metrics(&registry);
+    // Every heartbeat counts one of the two: resolved once rather than looked up per call.
+    let credential_cache = m.counter_vec(
+        "licensing_core_credential_cache_total",
+        "Password checks of existing accounts answered from the recent-success cache (hit) or by Argon2 (miss).",
+        &["result"],
+    );
     CoreMetrics {
         rpcs: m.counter_vec(
             "licensing_core_rpcs_total",
@@ -74,11 +81,8 @@ static METRICS: LazyLock<CoreMetrics> = LazyLock::new(|| {
             "licensing_core_argon2_queue_depth",
             "Argon2 computations waiting for a worker or running now.",
         ),
-        credential_cache: m.counter_vec(
-            "licensing_core_credential_cache_total",
-            "Password checks of existing accounts answered from the recent-success cache (hit) or by Argon2 (miss).",
-            &["result"],
-        ),
+        credential_cache_hits: credential_cache.with_label_values(&["hit"]),
+        credential_cache_misses: credential_cache.with_label_values(&["miss"]),
         throttle_refusals: m.counter(
             "licensing_core_throttle_refusals_total",
             "Calls refused with rate_limited by the failed-attempt throttle.",
@@ -129,7 +133,8 @@ pub fn render(core: &Core) -> String {
 
 /// Every method the core serves, as `package.Service/Method`; anything else is counted as
 /// `unknown`, so a client sending made-up paths cannot grow the label set without bound.
-static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+/// Held for the life of the process, so a call's label is a lookup, never an allocation.
+static KNOWN_METHODS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
     use prost::Message;
     let mut known = HashSet::new();
     for encoded in [licensing::v1::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
@@ -137,20 +142,49 @@ static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
         for file in set.file {
             for service in &file.service {
                 for method in &service.method {
-                    known.insert(format!("{}.{}/{}", file.package(), service.name(), method.name()));
+                    known.insert(intern(format!("{}.{}/{}", file.package(), service.name(), method.name())));
                 }
             }
         }
     }
     for reflection in ["grpc.reflection.v1", "grpc.reflection.v1alpha"] {
-        known.insert(format!("{reflection}.ServerReflection/ServerReflectionInfo"));
+        known.insert(intern(format!("{reflection}.ServerReflection/ServerReflectionInfo")));
     }
     known
 });
 
-fn method_label(path: &str) -> String {
+/// Leaks a name once: the set of served methods is fixed and built once per process.
+fn intern(name: String) -> &'static str {
+    Box::leak(name.into_boxed_str())
+}
+
+fn method_label(path: &str) -> &'static str {
     let method = path.strip_prefix('/').unwrap_or(path);
-    if KNOWN_METHODS.contains(method) { method.to_owned() } else { "unknown".to_owned() }
+    KNOWN_METHODS.get(method).copied().unwrap_or("unknown")
+}
+
+/// A status code's label: tonic's own name for it (its `Debug` form), without formatting one per
+/// call.
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
 }
 
 /// Adds [`RpcObserver`] around the core's services.
@@ -236,7 +270,7 @@ fn status_in(headers: &HeaderMap) -> Option<Code> {
 }
 
 struct Call {
-    method: String,
+    method: &'static str,
     peer: Option<SocketAddr>,
     started: Instant,
 }
@@ -244,14 +278,14 @@ struct Call {
 impl Call {
     fn finish(self, code: Code) {
         let elapsed = self.started.elapsed();
-        let code_label = format!("{code:?}");
+        let code = code_label(code);
         let m = metrics();
-        m.rpcs.with_label_values(&[self.method.as_str(), code_label.as_str()]).inc();
-        m.rpc_seconds.with_label_values(&[self.method.as_str()]).observe(elapsed.as_secs_f64());
+        m.rpcs.with_label_values(&[self.method, code]).inc();
+        m.rpc_seconds.with_label_values(&[self.method]).observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "core_service::rpc",
             method = %self.method,
-            code = %code_label,
+            code = %code,
             latency_us = elapsed.as_micros() as u64,
             peer = %self.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             "rpc"
@@ -368,6 +402,14 @@ mod tests {
         assert_eq!(method_label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
         assert_eq!(method_label("/licensing.v1.ClientService/Heartbeat2"), "unknown");
         assert_eq!(method_label("/../../etc/passwd"), "unknown");
+    }
+
+    #[test]
+    fn code_labels_are_tonics_names() {
+        for value in 0..=16 {
+            let code = Code::from_i32(value);
+            assert_eq!(code_label(code), format!("{code:?}"));
+        }
     }
 
     #[test]

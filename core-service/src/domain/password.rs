@@ -102,10 +102,8 @@ impl PasswordHasher {
     pub async fn verify(&self, password: &Password, hash: Option<&str>) -> Result<bool, CoreError> {
         if let Some(h) = hash {
             let hit = self.inner.recent.verified_recently(h, password.expose());
-            crate::metrics::metrics()
-                .credential_cache
-                .with_label_values(&[if hit { "hit" } else { "miss" }])
-                .inc();
+            let m = crate::metrics::metrics();
+            if hit { &m.credential_cache_hits } else { &m.credential_cache_misses }.inc();
             if hit {
                 return Ok(true);
             }
