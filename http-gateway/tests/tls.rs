@@ -82,6 +82,27 @@ impl Pki {
     }
 }
 
+/// Flags of an HTTPS gateway calling `core` over TLS and believing `X-Forwarded-For` from
+/// loopback, with a server certificate of its own from `pki`.
+fn https_behind_local_proxy(pki: &Pki, core: &Core) -> Vec<String> {
+    let (cert, key) = pki.server("gateway");
+    let core_url = format!("https://127.0.0.1:{}", core.port);
+    [
+        "--core-url",
+        &core_url,
+        "--core-ca",
+        arg(&pki.ca),
+        "--tls-cert",
+        arg(&cert),
+        "--tls-key",
+        arg(&key),
+        "--trusted-proxies",
+        "127.0.0.1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 fn arg(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
@@ -289,24 +310,8 @@ async fn the_client_address_survives_tls() {
     let pki = Pki::new();
     let throttle = ThrottleConfig { per_username: 2, per_address: 2, ..ThrottleConfig::default() };
     let core = start_core(&pki, throttle).await;
-    let (cert, key) = pki.server("gateway");
-    let core_url = format!("https://127.0.0.1:{}", core.port);
-    let gateway = start_gateway(
-        &pki,
-        &[
-            "--core-url",
-            &core_url,
-            "--core-ca",
-            arg(&pki.ca),
-            "--tls-cert",
-            arg(&cert),
-            "--tls-key",
-            arg(&key),
-            "--trusted-proxies",
-            "127.0.0.1",
-        ],
-    )
-    .await;
+    let args = https_behind_local_proxy(&pki, &core);
+    let gateway = start_gateway(&pki, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let bad = login_form(&wrong_secret(&core.app.secret));
 
     for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"] {
@@ -333,22 +338,10 @@ async fn a_client_certificate_lets_the_core_believe_the_gateway() {
     let pki = Pki::new();
     let throttle = ThrottleConfig { per_username: 100, per_address: 2, ..ThrottleConfig::default() };
     let core = start_core_with(&pki, throttle, Some(pki.ca.clone())).await;
-    let core_url = format!("https://127.0.0.1:{}", core.port);
     let (client_cert, client_key) = pki.client("gateway");
-    let (cert, key) = pki.server("gateway");
-    let common = [
-        "--core-url",
-        &core_url,
-        "--core-ca",
-        arg(&pki.ca),
-        "--tls-cert",
-        arg(&cert),
-        "--tls-key",
-        arg(&key),
-        "--trusted-proxies",
-        "127.0.0.1",
-    ];
-    let mut proven_args = common.to_vec();
+    let owned = https_behind_local_proxy(&pki, &core);
+    let common: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let mut proven_args = common.clone();
     proven_args.extend(["--core-client-cert", arg(&client_cert), "--core-client-key", arg(&client_key)]);
     let proven = start_gateway(&pki, &proven_args).await;
     let bad = login_form(&wrong_secret(&core.app.secret));
