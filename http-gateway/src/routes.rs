@@ -69,6 +69,15 @@ impl State {
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T, Status> {
         let _in_flight = metrics::CoreCall::start();
+        self.answer_within_timeout(call).await
+    }
+
+    /// `within_timeout` for a call already counted in flight by its caller (an upload is, from
+    /// its first chunk).
+    pub async fn answer_within_timeout<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
         let answer = match tokio::time::timeout(self.core_timeout, call).await {
             Ok(answer) => answer.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("the core did not answer in time")),

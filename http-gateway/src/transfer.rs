@@ -287,7 +287,7 @@ pub async fn upload(
             // On failure, returning drops the call mid-stream: the core sees a cancelled upload,
             // never a short file that looks complete.
             pumped?;
-            state.within_timeout(call).await
+            state.answer_within_timeout(call).await
         }
         answer = &mut call => {
             // The core answered before the end of the file (bad credentials, too large):
