@@ -16,7 +16,7 @@ const SLOW_CLIENTS: usize = 250;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_client_storm_leaves_logins_working() {
-    let Some(stack) = TestStack::start_with(
+    let stack = TestStack::start_with(
         Backend::Sqlite,
         |_| {},
         |gateway| {
@@ -24,24 +24,30 @@ async fn a_slow_client_storm_leaves_logins_working() {
             gateway.header_read_timeout = Duration::from_secs(1);
         },
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let fx = stack.fixture("dev-slow").await;
     stack.register_ok(&fx, "patient", "").await;
 
     // Each slow client sends the start of a request one byte a second, for up to a minute, and
     // reports how many bytes went out before the gateway closed the connection.
     let addr = stack.addr;
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(SLOW_CLIENTS);
     let storm: Vec<_> = (0..SLOW_CLIENTS)
         .map(|_| {
+            let started = started_tx.clone();
             tokio::spawn(async move {
-                let Ok(mut stream) = TcpStream::connect(addr).await else { return 0 };
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
+                    let _ = started.send(()).await;
+                    return 0;
+                };
                 let head = b"POST /api/action.php?action=login HTTP/1.1\r\nHost: gateway\r\nX-Slow: ";
                 let mut sent = 0;
                 for byte in head.iter().chain(std::iter::repeat(&b'a')).take(60) {
-                    if stream.write_all(&[*byte]).await.is_err() {
+                    let written = stream.write_all(&[*byte]).await.is_ok();
+                    if sent == 0 {
+                        let _ = started.send(()).await;
+                    }
+                    if !written {
                         break;
                     }
                     sent += 1;
@@ -51,7 +57,11 @@ async fn a_slow_client_storm_leaves_logins_working() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(started_tx);
+    // The storm is on once every slow client has connected and sent its first byte.
+    for _ in 0..SLOW_CLIENTS {
+        started_rx.recv().await.expect("every slow client reports its start");
+    }
 
     // A normal client gets through while the storm lasts (without the deadline it would wait the
     // whole minute for a free connection).
@@ -84,15 +94,12 @@ async fn a_slow_client_storm_leaves_logins_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed() {
-    let Some(stack) = TestStack::start_with(
+    let stack = TestStack::start_with(
         Backend::Sqlite,
         |_| {},
         |gateway| gateway.header_read_timeout = Duration::from_secs(1),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let mut stream = TcpStream::connect(stack.addr).await.expect("connect");
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n").await.expect("request");
     let mut buffer = vec![0u8; 4096];
