@@ -132,6 +132,10 @@ fn decode_component(raw: &[u8]) -> Vec<u8> {
 /// `user_id`: the core's numeric user id.
 pub fn user_id(form: &Form) -> Result<i64, ApiError> {
     let value = form.required("user_id")?;
+    // `i64::from_str` also takes a leading `+`, which no id is ever written with.
+    if value.starts_with('+') {
+        return Err(ApiError::invalid_field("user_id", "expected an integer"));
+    }
     value.parse().map_err(|_| ApiError::invalid_field("user_id", "expected an integer"))
 }
 
@@ -158,8 +162,21 @@ pub fn unsigned(form: &Form, name: &str) -> Result<u32, ApiError> {
 /// `expire_date`: `YYYY-MM-DD HH:MM:SS`, UTC. Whether it lies in the future is the core's call.
 pub fn expire_date(form: &Form) -> Result<prost_types::Timestamp, ApiError> {
     let value = form.required("expire_date")?;
-    let parsed = NaiveDateTime::parse_from_str(&value, DATE_FORMAT)
-        .map_err(|_| ApiError::invalid_field("expire_date", "expected YYYY-MM-DD HH:MM:SS"))?;
+    let invalid = || ApiError::invalid_field("expire_date", "expected YYYY-MM-DD HH:MM:SS");
+    // chrono is lenient where the contract is not: it takes one-digit fields, signed or longer
+    // years and a leap second (`:60`). Only the exact shape goes on to it.
+    let shaped = value.len() == 19
+        && value.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        })
+        && &value[17..] < "60";
+    if !shaped {
+        return Err(invalid());
+    }
+    let parsed = NaiveDateTime::parse_from_str(&value, DATE_FORMAT).map_err(|_| invalid())?;
     let utc = parsed.and_utc();
     Ok(prost_types::Timestamp { seconds: utc.timestamp(), nanos: 0 })
 }
