@@ -39,7 +39,7 @@ fn success() -> Value {
 }
 
 async fn app_data_and_settings(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-admin").await;
     stack.register_ok(&fx, "user1", "").await;
 
@@ -95,9 +95,7 @@ async fn app_data_and_settings(backend: Backend) {
 
 async fn developer_errors(backend: Backend) {
     // Each action is tried from its own address, so the failures stay under the throttle.
-    let Some(stack) = TestStack::trusting_loopback_proxy(backend, |_| {}).await else {
-        return;
-    };
+    let stack = TestStack::trusting_loopback_proxy(backend, |_| {}).await;
     let fx = stack.fixture("dev-owner").await;
     let other = stack.fixture("dev-stranger").await;
     let keys = stack.create_keys(&fx, 1, 1, &date_in(5)).await;
@@ -149,7 +147,7 @@ async fn developer_errors(backend: Backend) {
 }
 
 async fn licences(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-keys").await;
     assert_eq!(stack.licences(&fx).await, Vec::<Value>::new(), "a bare empty array");
 
@@ -261,7 +259,7 @@ async fn licences(backend: Backend) {
 }
 
 async fn users(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-users").await;
     assert_eq!(stack.users(&fx).await, Vec::<Value>::new(), "a bare empty array");
     let key = stack.create_keys(&fx, 1, 2, &date_in(10)).await.remove(0);
@@ -323,7 +321,7 @@ async fn users(backend: Backend) {
 }
 
 async fn other_apps_are_out_of_reach(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let alice = stack.fixture("alice").await;
     let mallory = stack.fixture("mallory").await;
     let key = stack.create_keys(&alice, 1, 1, &date_in(5)).await.remove(0);
@@ -387,9 +385,7 @@ async fn download_ok(stack: &TestStack, fx: &Fixture, user: &str, filename: &str
 
 async fn upload_then_download(backend: Backend) {
     const MAX: u64 = 6 * 1024 * 1024;
-    let Some(stack) = TestStack::start_with(backend, |_| {}, |g| g.max_upload_bytes = MAX).await else {
-        return;
-    };
+    let stack = TestStack::start_with(backend, |_| {}, |g| g.max_upload_bytes = MAX).await;
     let fx = stack.fixture("dev-files").await;
     let key = stack.create_keys(&fx, 1, 1, &date_in(5)).await.remove(0);
     stack.register_ok(&fx, "payer", &format!("licence={key}")).await;
@@ -450,9 +446,7 @@ async fn upload_then_download(backend: Backend) {
 async fn oversized_upload_sent_eagerly(backend: Backend) {
     const MAX: u64 = 1024 * 1024;
     const SENT: u64 = 24 * 1024 * 1024;
-    let Some(stack) = TestStack::start_with(backend, |_| {}, |g| g.max_upload_bytes = MAX).await else {
-        return;
-    };
+    let stack = TestStack::start_with(backend, |_| {}, |g| g.max_upload_bytes = MAX).await;
     let fx = stack.fixture("dev-eager-upload").await;
     let key = stack.create_keys(&fx, 1, 1, &date_in(5)).await.remove(0);
     stack.register_ok(&fx, "payer", &format!("licence={key}")).await;

@@ -52,7 +52,7 @@ fn lifetime(claims: &Value) -> i64 {
 }
 
 async fn register_and_login(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-client").await;
     let secret = enc(&fx.secret);
 
@@ -193,7 +193,7 @@ async fn register_and_login(backend: Backend) {
 }
 
 async fn hwid_lock(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-hwid").await;
     stack.register_ok(&fx, "nolic", "").await;
     stack.register_ok(&fx, "redeemer", "").await;
@@ -236,7 +236,7 @@ async fn hwid_lock(backend: Backend) {
 }
 
 async fn connect_counts_every_ping(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-pings").await;
     stack.register_ok(&fx, "pinger", "hwid=HW-P").await;
     let users = stack.users(&fx).await;
@@ -272,7 +272,7 @@ async fn connect_counts_every_ping(backend: Backend) {
 }
 
 async fn licence_redemption(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-redeem").await;
     let expire = date_in(30);
     let keys = stack.create_keys(&fx, 6, 3, &expire).await;
@@ -356,7 +356,7 @@ async fn licence_redemption(backend: Backend) {
 }
 
 async fn licence_status_follows_the_licences(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-status").await;
     let late = date_in(60);
     let early = date_in(30);
@@ -427,7 +427,7 @@ async fn licence_status_follows_the_licences(backend: Backend) {
 }
 
 async fn offline_lease(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-lease").await;
     // A key running out in two hours: the lease ends with it, not 24 hours from now.
     let soon = (Utc::now() + Duration::hours(2)).format(DATE_FORMAT).to_string();
@@ -473,7 +473,7 @@ async fn offline_lease(backend: Backend) {
 }
 
 async fn download_refusals_and_offline_app(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-offline").await;
     let keys = stack.create_keys(&fx, 2, 1, &date_in(10)).await;
     stack.register_ok(&fx, "payer", &format!("licence={}", keys[0])).await;
@@ -535,7 +535,7 @@ async fn download_refusals_and_offline_app(backend: Backend) {
 }
 
 async fn transport_quirks(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-quirks").await;
     let secret = enc(&fx.secret);
     stack.register_ok(&fx, "bob", "").await;
@@ -707,7 +707,7 @@ async fn transport_quirks(backend: Backend) {
 }
 
 async fn body_size_limit(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-size").await;
     stack.register_ok(&fx, "bob", "").await;
 
@@ -763,7 +763,7 @@ async fn body_size_limit(backend: Backend) {
 /// A client that sends a large body straight away (Python requests, most HTTP libraries) must
 /// still get to read the 413 answer, every time, not a reset connection.
 async fn oversized_body_sent_eagerly(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-eager").await;
     let body = format!("{}&pad={}", user_form(&fx, "bob", ""), "x".repeat(16 * 1024 * 1024));
     for attempt in 1..=8 {
@@ -792,7 +792,7 @@ async fn oversized_body_sent_eagerly(backend: Backend) {
 }
 
 async fn paths_methods_and_actions(backend: Backend) {
-    let Some(stack) = TestStack::start(backend).await else { return };
+    let stack = TestStack::start(backend).await;
     let fx = stack.fixture("dev-paths").await;
     stack.register_ok(&fx, "bob", "").await;
     let creds = user_form(&fx, "bob", "");
@@ -840,9 +840,7 @@ async fn paths_methods_and_actions(backend: Backend) {
 }
 
 async fn throttling_per_username(backend: Backend) {
-    let Some(stack) = TestStack::trusting_loopback_proxy(backend, |_| {}).await else {
-        return;
-    };
+    let stack = TestStack::trusting_loopback_proxy(backend, |_| {}).await;
     let fx = stack.fixture("dev-throttle").await;
     for user in ["target", "bystander", "steady"] {
         stack.register_ok(&fx, user, "").await;
@@ -962,11 +960,7 @@ async fn throttling_per_username(backend: Backend) {
 }
 
 async fn throttling_per_address(backend: Backend) {
-    let Some(stack) =
-        TestStack::trusting_loopback_proxy(backend, |c| c.settings.throttle.per_address = 5).await
-    else {
-        return;
-    };
+    let stack = TestStack::trusting_loopback_proxy(backend, |c| c.settings.throttle.per_address = 5).await;
     let fx = stack.fixture("dev-address").await;
     stack.register_ok(&fx, "alice", "").await;
     let scanner = "203.0.113.20";
@@ -1002,10 +996,7 @@ async fn throttling_per_address(backend: Backend) {
 
 async fn throttle_window_slides(backend: Backend) {
     let window = std::time::Duration::from_secs(3);
-    let Some(stack) = TestStack::start_with(backend, |c| c.settings.throttle.window = window, |_| {}).await
-    else {
-        return;
-    };
+    let stack = TestStack::start_with(backend, |c| c.settings.throttle.window = window, |_| {}).await;
     let fx = stack.fixture("dev-window").await;
     stack.register_ok(&fx, "sam", "").await;
     let wrong = format!("username=sam&password=nope&app_secret={}", enc(&fx.secret));
@@ -1041,7 +1032,7 @@ async fn throttle_window_slides(backend: Backend) {
 }
 
 async fn core_going_away_is_unavailable(backend: Backend) {
-    let Some(core) = TestCore::start(backend).await else { return };
+    let core = TestCore::start(backend).await;
     let gw = TestGateway::in_front_of(&core, &[]).await;
     let fx = core.fixture("dev-away").await;
     gw.register_ok(&fx, "bob", "").await;
@@ -1079,9 +1070,7 @@ async fn no_core_is_unavailable() {
 /// One home line holds a whole IPv6 /64: eleven guesses from eleven of its addresses are one
 /// client's guesses. An IPv4-mapped address is the IPv4 address it maps.
 async fn throttling_by_ipv6_network(backend: Backend) {
-    let Some(stack) = TestStack::trusting_loopback_proxy(backend, |_| {}).await else {
-        return;
-    };
+    let stack = TestStack::trusting_loopback_proxy(backend, |_| {}).await;
     let fx = stack.fixture("dev-ipv6").await;
     stack.register_ok(&fx, "victim", "").await;
     let wrong = format!("username=victim&password=guess&app_secret={}", enc(&fx.secret));
@@ -1111,7 +1100,7 @@ const GATEWAY_CREDENTIAL: &str = "gateway-credential-0123456789abcdef0123";
 /// A core configured with a gateway credential believes the client addresses of a gateway that
 /// presents it, and counts everything another gateway forwards on that gateway's own address.
 async fn the_gateway_credential_carries_client_addresses(backend: Backend) {
-    let Some(stack) = TestStack::start_with(
+    let stack = TestStack::start_with(
         backend,
         |core| {
             core.settings.gateway_credential = Some(
@@ -1124,10 +1113,7 @@ async fn the_gateway_credential_carries_client_addresses(backend: Backend) {
             gateway.gateway_credential = Some(GATEWAY_CREDENTIAL.parse().expect("credential"));
         },
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let fx = stack.fixture("dev-credential").await;
     stack.register_ok(&fx, "victim", "").await;
     let wrong = format!("username=victim&password=guess&app_secret={}", enc(&fx.secret));

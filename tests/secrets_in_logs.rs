@@ -51,7 +51,7 @@ async fn a_full_scenario_at_trace_level_logs_no_secret() {
         .try_init()
         .expect("the only subscriber of this test binary");
 
-    let core = TestCore::start(Backend::Sqlite).await.expect("core");
+    let core = TestCore::start(Backend::Sqlite).await;
     let dev_password = "dev-Pa55word-xyzzy";
     core.core.add_developer("secretive", dev_password).await.expect("developer");
     let app = core.core.add_app("secretive", "Quiet", Some("1.0")).await.expect("app");

@@ -184,7 +184,20 @@ async fn scenario(url: String) {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill mid-burst: once enough writes of every kind were acknowledged that losing any would
+    // show, while the workers are still far from done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let enough = {
+            let a = acked.lock().expect("lock");
+            a.pings >= 50 && a.registered.len() >= 50 && a.created_keys.len() >= 50 && !a.redeemed.is_empty()
+        };
+        if enough {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the burst never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     for t in tasks {
@@ -254,16 +267,13 @@ async fn kill_9_mid_burst_loses_no_acknowledged_write_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL: ./scripts/test runs it when PostgreSQL answers"]
 async fn kill_9_mid_burst_loses_no_acknowledged_write_on_postgres() {
     let admin_url = std::env::var("TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let admin = match tokio::time::timeout(Duration::from_secs(5), Database::connect(&admin_url)).await {
         Ok(Ok(db)) => db,
-        other => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL required in CI: {other:?}");
-            eprintln!("PostgreSQL unreachable: skipped");
-            return;
-        }
+        other => panic!("PostgreSQL unreachable at {admin_url}: {other:?}"),
     };
     let name = format!("licensing_crash_{}", std::process::id());
     admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create");

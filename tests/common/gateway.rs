@@ -252,8 +252,7 @@ impl std::ops::Deref for TestStack {
 }
 
 impl TestStack {
-    /// `None` when PostgreSQL is unreachable and not required (see `TestDb::new`).
-    pub async fn start(backend: Backend) -> Option<TestStack> {
+    pub async fn start(backend: Backend) -> TestStack {
         Self::start_with(backend, |_| {}, |_| {}).await
     }
 
@@ -261,12 +260,12 @@ impl TestStack {
         backend: Backend,
         core_tweak: impl FnOnce(&mut CoreConfig),
         gateway_tweak: impl FnOnce(&mut GatewayConfig),
-    ) -> Option<TestStack> {
-        let core = TestCore::start_with(backend, core_tweak).await?;
+    ) -> TestStack {
+        let core = TestCore::start_with(backend, core_tweak).await;
         let mut config = GatewayConfig::local(&core.url());
         gateway_tweak(&mut config);
         let gw = TestGateway::start(config).await;
-        Some(TestStack { core, gw })
+        TestStack { core, gw }
     }
 
     /// A stack whose gateway believes `X-Forwarded-For` from loopback, so each test request can
@@ -274,7 +273,7 @@ impl TestStack {
     pub async fn trusting_loopback_proxy(
         backend: Backend,
         core_tweak: impl FnOnce(&mut CoreConfig),
-    ) -> Option<TestStack> {
+    ) -> TestStack {
         TestStack::start_with(backend, core_tweak, |g| {
             g.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")]
         })
