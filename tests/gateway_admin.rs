@@ -44,7 +44,12 @@ async fn app_data_and_settings(backend: Backend) {
     stack.register_ok(&fx, "user1", "").await;
 
     let body = expect_ok(&stack.admin(&fx, "get_app_data", "").await);
-    assert_keys(&body, &["status", "appname", "secret", "public", "online", "version"]);
+    assert_keys(&body, &["status", "appname", "secret", "public", "online", "version", "keys"]);
+    assert_eq!(
+        body["keys"],
+        serde_json::json!([{"kid": kid_of(&fx.public_key), "public": fx.public_key, "state": "signing"}]),
+        "one published key, the signing one"
+    );
     assert_eq!(body["status"], "success");
     assert_eq!(body["appname"], "dev-admin's app");
     assert_eq!(body["secret"], fx.secret.as_str());

@@ -5,6 +5,7 @@ use std::{io::Write, process::ExitCode};
 
 use crate::{
     config::{AppCommand, Cli, Command, DeveloperCommand, TokenCommand},
+    domain::keyvault::KeyVault,
     service::{AppCreated, Core, Settings},
     startup::{Application, CoreConfig, shutdown_signal},
     storage,
@@ -18,7 +19,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
-    match execute(cli).await {
+    let vault = match cli.key_vault() {
+        Ok(vault) => vault,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match execute(cli, vault).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -27,9 +35,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn execute(cli: Cli) -> Result<(), String> {
+async fn execute(cli: Cli, vault: KeyVault) -> Result<(), String> {
     let db_config = cli.db_config();
     let grace = cli.default_offline_grace();
+    let settings = Settings { default_offline_grace: grace, key_vault: vault.clone(), ..Settings::default() };
     match cli.command {
         Command::Health { url, timeout_secs } => {
             health(&url, std::time::Duration::from_secs(timeout_secs)).await
@@ -39,7 +48,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
             let config = CoreConfig {
                 listen: args.listen,
                 db: db_config,
-                settings: args.settings(grace),
+                settings: Settings { key_vault: vault, ..args.settings(grace) },
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
                 tls: args.tls()?,
                 tls_client_ca: args.tls_client_ca.clone(),
@@ -57,7 +66,7 @@ async fn execute(cli: Cli) -> Result<(), String> {
                 Some(p) => p,
                 None => prompt_password()?,
             };
-            let core = open(&db_config).await?;
+            let core = open(&db_config, settings).await?;
             let dev = core.add_developer(&username, &password).await.map_err(|e| match e {
                 crate::domain::CoreError::UsernameTaken => {
                     format!("a developer named {username:?} already exists")
@@ -67,24 +76,38 @@ async fn execute(cli: Cli) -> Result<(), String> {
             print_json(&serde_json::json!({"id": dev.id, "username": dev.username}))
         }
         Command::App(AppCommand::Add { developer, name, version }) => {
-            let core =
-                open_with(&db_config, Settings { default_offline_grace: grace, ..Settings::default() })
-                    .await?;
+            let core = open(&db_config, settings).await?;
             let app = core.add_app(&developer, &name, version.as_deref()).await.map_err(|e| e.to_string())?;
             print_json(&AppCreated::from(app))
         }
+        Command::App(AppCommand::List { developer }) => {
+            let core = open(&db_config, settings).await?;
+            print_json(&core.list_apps(&developer).await.map_err(|e| e.to_string())?)
+        }
+        Command::App(AppCommand::Keys { app }) => {
+            print_keys(app, open(&db_config, settings).await?.signing_keys(app).await)
+        }
+        Command::App(AppCommand::AddKey { app }) => {
+            print_keys(app, open(&db_config, settings).await?.add_signing_key(app).await)
+        }
+        Command::App(AppCommand::PromoteKey { app, kid }) => {
+            print_keys(app, open(&db_config, settings).await?.promote_signing_key(app, &kid).await)
+        }
+        Command::App(AppCommand::RetireKey { app, kid }) => {
+            print_keys(app, open(&db_config, settings).await?.retire_signing_key(app, &kid).await)
+        }
         Command::Token(TokenCommand::Add { developer }) => {
-            let core = open(&db_config).await?;
+            let core = open(&db_config, settings).await?;
             let created = core.add_token(&developer).await.map_err(|e| e.to_string())?;
             print_json(&created)
         }
         Command::Token(TokenCommand::List { developer }) => {
-            let core = open(&db_config).await?;
+            let core = open(&db_config, settings).await?;
             let tokens = core.list_tokens(&developer).await.map_err(|e| e.to_string())?;
             print_json(&tokens)
         }
         Command::Token(TokenCommand::Revoke { developer, id }) => {
-            let core = open(&db_config).await?;
+            let core = open(&db_config, settings).await?;
             core.revoke_token(&developer, id).await.map_err(|e| e.to_string())?;
             print_json(&serde_json::json!({"id": id, "revoked": true}))
         }
@@ -116,14 +139,12 @@ async fn health(url: &str, limit: std::time::Duration) -> Result<(), String> {
     }
 }
 
-async fn open(db_config: &storage::DbConfig) -> Result<Core, String> {
-    open_with(db_config, Settings::default()).await
-}
-
-async fn open_with(db_config: &storage::DbConfig, settings: Settings) -> Result<Core, String> {
+async fn open(db_config: &storage::DbConfig, settings: Settings) -> Result<Core, String> {
     warn_if_new_sqlite_file(db_config);
     let db = storage::connect_and_migrate(db_config).await.map_err(|e| e.to_string())?;
-    Core::new(db, Settings { hash_workers: 1, ..settings }).map_err(|e| e.to_string())
+    let core = Core::new(db, Settings { hash_workers: 1, ..settings }).map_err(|e| e.to_string())?;
+    core.secure_keys_at_rest().await?;
+    Ok(core)
 }
 
 /// A command run without the stack's `DATABASE_URL` would quietly create an empty database of its
@@ -137,6 +158,14 @@ fn warn_if_new_sqlite_file(db_config: &storage::DbConfig) {
             path.display()
         );
     }
+}
+
+fn print_keys(
+    app: i64,
+    keys: Result<Vec<crate::service::SigningKeyView>, crate::domain::CoreError>,
+) -> Result<(), String> {
+    let keys = keys.map_err(|e| e.to_string())?;
+    print_json(&serde_json::json!({"app": app, "keys": keys}))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    domain::keyvault::KeyVault,
     domain::throttle::ThrottleConfig,
     service::Settings,
     startup::TlsFiles,
@@ -35,6 +36,12 @@ pub struct Cli {
     #[arg(long, env = "CORE_DEFAULT_OFFLINE_GRACE_SECS", default_value_t = 86_400, global = true,
           value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub default_offline_grace_secs: u64,
+
+    /// File holding the key-encryption key (32 raw bytes or 64 hex digits) that seals apps'
+    /// private signing keys in the database. Without it they are stored unsealed (SECURITY.md).
+    /// Given once, it is needed from then on.
+    #[arg(long, env = "CORE_KEY_ENCRYPTION_KEY_FILE", global = true)]
+    pub key_encryption_key_file: Option<std::path::PathBuf>,
 
     /// Log lines as `text` or `json` (one object per line).
     #[arg(long, env = "CORE_LOG_FORMAT", default_value = "text", global = true)]
@@ -96,6 +103,39 @@ pub enum AppCommand {
         /// The app's version string.
         #[arg(long)]
         version: Option<String>,
+    },
+    /// List a developer's apps; prints `[{"id", "appname", "online", "version", "public"}]`.
+    List {
+        /// The owning developer's username.
+        #[arg(long)]
+        developer: String,
+    },
+    /// List an app's published signing keys; prints `{"app": ID, "keys": [{"kid", "public",
+    /// "state"}]}`, as do the three commands below after their change.
+    Keys {
+        /// The app's id (`app add` and `app list` print it).
+        #[arg(long)]
+        app: i64,
+    },
+    /// Publish a new signing key (state `next`): clients can pin it before it signs.
+    AddKey {
+        #[arg(long)]
+        app: i64,
+    },
+    /// Make a published key the signing key; the one before it becomes `previous`.
+    PromoteKey {
+        #[arg(long)]
+        app: i64,
+        /// The key's `kid`, as `app keys` lists it.
+        #[arg(long)]
+        kid: String,
+    },
+    /// Stop publishing a key that no longer signs, and erase its private half.
+    RetireKey {
+        #[arg(long)]
+        app: i64,
+        #[arg(long)]
+        kid: String,
     },
 }
 
@@ -241,6 +281,14 @@ impl ServeArgs {
 impl Cli {
     pub fn default_offline_grace(&self) -> Duration {
         Duration::from_secs(self.default_offline_grace_secs)
+    }
+
+    /// The key-encryption key, read from its file (an unusable file is a start-up error).
+    pub fn key_vault(&self) -> Result<KeyVault, String> {
+        match &self.key_encryption_key_file {
+            Some(path) => KeyVault::from_file(path),
+            None => Ok(KeyVault::default()),
+        }
     }
 
     pub fn db_config(&self) -> DbConfig {

@@ -133,6 +133,7 @@ impl Application {
         let settings =
             Settings { gateways_by_certificate: config.tls_client_ca.is_some(), ..config.settings };
         let core = Core::new(db, settings).map_err(|e| StartupError::Core(e.to_string()))?;
+        core.secure_keys_at_rest().await.map_err(StartupError::Core)?;
         Ok(Application {
             listener,
             addr,

@@ -97,7 +97,10 @@ fn app_add_prints_the_get_app_data_shape() {
     let keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
     let mut sorted = keys.clone();
     sorted.sort();
-    assert_eq!(sorted, ["appname", "online", "public", "secret", "version"]);
+    assert_eq!(sorted, ["appname", "id", "keys", "online", "public", "secret", "version"]);
+    assert_eq!(v["keys"][0]["public"], v["public"]);
+    assert_eq!(v["keys"][0]["state"], "signing");
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(1));
     assert_eq!(v["appname"], "My App");
     assert_eq!(v["online"], 1);
     assert_eq!(v["version"], "1.2");
@@ -289,5 +292,79 @@ fn impossible_numbers_are_refused_at_start() {
             assert!(!stderr.contains(value), "a refused secret is not echoed: {stderr}");
         }
         assert!(!sb.dir.path().join("licensing.db").exists(), "refused before touching the database");
+    }
+}
+
+#[test]
+fn app_keys_rotate_from_the_command_line() {
+    let sb = Sandbox::new();
+    stdout_json(&sb.run(&["developer", "add", "--username", "rita", "--password", "pw"]));
+    let created = stdout_json(&sb.run(&["app", "add", "--developer", "rita", "--name", "Rotated"]));
+    let id = created["id"].as_i64().expect("id").to_string();
+    let first_kid = created["keys"][0]["kid"].as_str().expect("kid").to_owned();
+
+    let listed = stdout_json(&sb.run(&["app", "list", "--developer", "rita"]));
+    assert_eq!(
+        listed,
+        serde_json::json!([{"id": created["id"], "appname": "Rotated", "online": 1, "version": null, "public": created["public"]}]),
+        "apps are listed without their secret"
+    );
+
+    let added = stdout_json(&sb.run(&["app", "add-key", "--app", &id]));
+    assert_eq!(added["app"], created["id"]);
+    let states: Vec<&str> =
+        added["keys"].as_array().expect("keys").iter().filter_map(|k| k["state"].as_str()).collect();
+    assert_eq!(states, ["signing", "next"]);
+    let next_kid = added["keys"][1]["kid"].as_str().expect("kid").to_owned();
+
+    let promoted = stdout_json(&sb.run(&["app", "promote-key", "--app", &id, "--kid", &next_kid]));
+    assert_eq!(promoted["keys"][0]["state"], "previous");
+    assert_eq!(promoted["keys"][1]["state"], "signing");
+
+    let refused = sb.run(&["app", "retire-key", "--app", &id, "--kid", &next_kid]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(one_error_line(&refused).contains("promote another key"));
+
+    let retired = stdout_json(&sb.run(&["app", "retire-key", "--app", &id, "--kid", &first_kid]));
+    assert_eq!(retired["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stdout_json(&sb.run(&["app", "keys", "--app", &id])), retired);
+
+    let unknown = sb.run(&["app", "keys", "--app", "999"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(one_error_line(&unknown).contains("no app with that id"));
+}
+
+#[test]
+fn a_key_encryption_key_seals_keys_and_is_needed_from_then_on() {
+    let sb = Sandbox::new();
+    let kek = sb.dir.path().join("kek");
+    std::fs::write(&kek, "42".repeat(32)).expect("kek");
+    let kek = kek.to_str().expect("path");
+    stdout_json(&sb.run(&["developer", "add", "--username", "kim", "--password", "pw"]));
+    let app = stdout_json(&sb.run(&[
+        "--key-encryption-key-file",
+        kek,
+        "app",
+        "add",
+        "--developer",
+        "kim",
+        "--name",
+        "K",
+    ]));
+    let id = app["id"].as_i64().expect("id").to_string();
+
+    let without = sb.run(&["app", "add-key", "--app", &id]);
+    assert_eq!(without.status.code(), Some(1));
+    assert!(one_error_line(&without).contains("--key-encryption-key-file"));
+    let with = stdout_json(&sb.run(&["app", "add-key", "--app", &id, "--key-encryption-key-file", kek]));
+    assert_eq!(with["keys"].as_array().map(Vec::len), Some(2));
+
+    // An unusable KEK file is a configuration mistake: refused before any work, exit 2.
+    let bad = sb.dir.path().join("bad-kek");
+    std::fs::write(&bad, "too short").expect("bad kek");
+    for path in [bad.to_str().expect("path"), "/nonexistent/kek"] {
+        let out = sb.run(&["--key-encryption-key-file", path, "app", "keys", "--app", &id]);
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(one_error_line(&out).contains("key-encryption key"));
     }
 }

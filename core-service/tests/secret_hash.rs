@@ -1,5 +1,6 @@
 //! Apps are found by a hash of their secret: the migration that adds the hash fills it in for
-//! apps that existed before it, and lookups match on the hash, never on the secret column.
+//! apps that existed before it, and lookups match on the hash, never on the secret column. The
+//! signing-keys migration likewise makes each existing app's key its signing key.
 
 mod common;
 
@@ -66,6 +67,17 @@ async fn existing_apps_get_their_hash_and_lookups_use_it(url: &str) {
     // SHA-256 of "the-old-secret", as `sha256sum` prints it.
     assert_eq!(app.secret_hash, "47ee7176d756d906d2be4fa62bebaa9cd4b067735442c62e4e996d860b4c3aac");
     assert_eq!(app_secret_hash("the-old-secret"), app.secret_hash);
+    // Its key became its signing key, named by the kid tokens carry from now on.
+    use core_service::storage::entities::app_signing_key;
+    use sea_orm::EntityTrait;
+    assert_eq!(app.signing_kid, core_service::domain::token::kid_of(&[0u8; 32]));
+    let keys = app_signing_key::Entity::find().all(db).await.expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].app_id, keys[0].kid.as_str(), keys[0].state.as_str()),
+        (app.id, app.signing_kid.as_str(), "signing")
+    );
+    assert_eq!((keys[0].public_key.clone(), keys[0].private_key.clone()), (vec![0u8; 32], vec![0u8; 32]));
     assert!(queries::find_app_by_secret(db, "the-old-secre").await.expect("lookup").is_none());
 
     // The hash is the key: with the secret column unchanged but the hash gone, nothing matches.

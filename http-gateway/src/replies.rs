@@ -118,9 +118,32 @@ pub struct AppData {
     public: String,
     online: u8,
     version: Option<String>,
+    /// Every published signing key (extension): what clients pin through a key rotation.
+    keys: Vec<PublishedKey>,
+}
+
+#[derive(Serialize)]
+pub struct PublishedKey {
+    kid: String,
+    public: String,
+    state: &'static str,
 }
 
 pub fn app_data(app: v1::App) -> AppData {
+    let keys = app
+        .signing_keys
+        .into_iter()
+        .map(|k| PublishedKey {
+            state: match k.state() {
+                v1::SigningKeyState::Signing => "signing",
+                v1::SigningKeyState::Next => "next",
+                v1::SigningKeyState::Previous => "previous",
+                v1::SigningKeyState::Unspecified => "unspecified",
+            },
+            kid: k.kid,
+            public: k.public_key,
+        })
+        .collect();
     AppData {
         status: SUCCESS,
         appname: app.name,
@@ -128,6 +151,7 @@ pub fn app_data(app: v1::App) -> AppData {
         public: app.public_key,
         online: u8::from(app.online),
         version: app.version,
+        keys,
     }
 }
 
@@ -301,11 +325,27 @@ mod tests {
             public_key: "PK".into(),
             online: true,
             version: Some("1.0".into()),
+            signing_keys: vec![
+                v1::SigningKey {
+                    kid: "K1".into(),
+                    public_key: "PK".into(),
+                    state: v1::SigningKeyState::Signing.into(),
+                    created: None,
+                },
+                v1::SigningKey {
+                    kid: "K2".into(),
+                    public_key: "PK2".into(),
+                    state: v1::SigningKeyState::Next.into(),
+                    created: None,
+                },
+            ],
             ..Default::default()
         });
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
-            json!({"status": "success", "appname": "App", "secret": "S", "public": "PK", "online": 1, "version": "1.0"})
+            json!({"status": "success", "appname": "App", "secret": "S", "public": "PK", "online": 1, "version": "1.0",
+                   "keys": [{"kid": "K1", "public": "PK", "state": "signing"},
+                            {"kid": "K2", "public": "PK2", "state": "next"}]})
         );
     }
 }

@@ -288,6 +288,28 @@ impl DeveloperService for Fake {
         Ok(Response::new(v1::App { secret: "NEW-SECRET".into(), ..Default::default() }))
     }
 
+    // The legacy API has no action for key rotation: the gateway never calls these.
+    async fn add_signing_key(
+        &self,
+        _: Request<v1::AddSigningKeyRequest>,
+    ) -> Result<Response<v1::App>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+
+    async fn promote_signing_key(
+        &self,
+        _: Request<v1::PromoteSigningKeyRequest>,
+    ) -> Result<Response<v1::App>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+
+    async fn retire_signing_key(
+        &self,
+        _: Request<v1::RetireSigningKeyRequest>,
+    ) -> Result<Response<v1::App>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+
     async fn list_licences(
         &self,
         _request: Request<v1::ListLicencesRequest>,

@@ -534,11 +534,21 @@ pub fn verified_claims(token: &str, public_key_b64: &str) -> Value {
     let header: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
     assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["kid"], kid_of(public_key_b64), "the kid names the signing key: {header}");
     let public = base64::engine::general_purpose::STANDARD.decode(public_key_b64).expect("b64 public key");
     let key = VerifyingKey::from_bytes(&public.try_into().expect("32 bytes")).expect("key");
     let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).expect("b64")).expect("sig");
     key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig).expect("token signature verifies");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json")
+}
+
+/// The RFC 7638 thumbprint of an Ed25519 public key (standard base64), computed here from the
+/// RFC's definition.
+pub fn kid_of(public_key_b64: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let public = base64::engine::general_purpose::STANDARD.decode(public_key_b64).expect("b64 public key");
+    let jwk = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, URL_SAFE_NO_PAD.encode(public));
+    URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.as_bytes()))
 }
 
 /// A legacy timestamp: a string, exactly `YYYY-MM-DD HH:MM:SS`.

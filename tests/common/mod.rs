@@ -134,8 +134,13 @@ impl TestCore {
 
     /// A second core (a replica) on the same database as `other`; the database stays `other`'s.
     pub async fn start_beside(other: &TestCore) -> TestCore {
+        Self::start_beside_with(other, |_| {}).await
+    }
+
+    /// [`TestCore::start_beside`] with its own configuration.
+    pub async fn start_beside_with(other: &TestCore, tweak: impl FnOnce(&mut CoreConfig)) -> TestCore {
         let db = TestDb { url: other.db.url.clone(), _dir: None, postgres_name: None };
-        Self::start_on(db, |_| {}).await
+        Self::start_on(db, tweak).await
     }
 
     async fn start_on(db: TestDb, tweak: impl FnOnce(&mut CoreConfig)) -> TestCore {
@@ -177,7 +182,13 @@ impl TestCore {
         let password = format!("{developer}-password");
         self.core.add_developer(developer, &password).await.expect("developer");
         let app = self.core.add_app(developer, &format!("{developer}'s app"), None).await.expect("app");
-        Fixture { developer: developer.to_owned(), password, secret: app.secret, public_key: app.public_key }
+        Fixture {
+            developer: developer.to_owned(),
+            password,
+            secret: app.secret,
+            public_key: app.public_key,
+            app_id: app.id,
+        }
     }
 
     pub async fn stop(mut self) {
@@ -204,6 +215,8 @@ pub struct Fixture {
     pub password: String,
     pub secret: String,
     pub public_key: String,
+    /// The app's id (what the operator's key-rotation calls take).
+    pub app_id: i64,
 }
 
 impl Fixture {

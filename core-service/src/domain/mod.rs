@@ -3,6 +3,7 @@
 pub mod credential_cache;
 mod error;
 mod fields;
+pub mod keyvault;
 pub mod licence;
 pub mod password;
 pub mod secrets;

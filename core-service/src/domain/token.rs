@@ -5,8 +5,9 @@ use std::{collections::HashMap, sync::Mutex};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use super::CoreError;
+use super::{CoreError, keyvault::KeyVault};
 
 /// The claims of a response token. Times are Unix seconds.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -32,19 +33,22 @@ pub struct Claims {
     pub sha256: Option<String>,
 }
 
-/// Expanded signing keys by their seed. Expanding a seed costs a full scalar multiplication, as
-/// much as the signature itself, and every client answer is signed: keeping the expansion halves
-/// the signing cost of a heartbeat. Keyed by the seed itself, so a key that changes in the
-/// database (on any replica) is simply another entry; bounded by starting over when full.
-pub struct SigningKeys {
-    keys: Mutex<HashMap<[u8; 32], SigningKey>>,
-    max_entries: usize,
+/// The `kid` of an Ed25519 public key: its RFC 7638 JWK thumbprint (base64url SHA-256 of the
+/// canonical `{"crv","kty","x"}` JSON), which any client can recompute from the public key alone.
+pub fn kid_of(public_key: &[u8]) -> String {
+    let jwk = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, URL_SAFE_NO_PAD.encode(public_key));
+    URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.as_bytes()))
 }
 
-impl Default for SigningKeys {
-    fn default() -> Self {
-        SigningKeys { keys: Mutex::new(HashMap::new()), max_entries: 10_000 }
-    }
+/// Expanded signing keys by their stored form. Expanding a seed costs a full scalar
+/// multiplication, as much as the signature itself (and opening a sealed one an AEAD pass), and
+/// every client answer is signed: keeping the expansion halves the signing cost of a heartbeat.
+/// Keyed by the stored bytes themselves, so a key that changes in the database (on any replica)
+/// is simply another entry; bounded by starting over when full.
+pub struct SigningKeys {
+    keys: Mutex<HashMap<Vec<u8>, SigningKey>>,
+    vault: KeyVault,
+    max_entries: usize,
 }
 
 impl std::fmt::Debug for SigningKeys {
@@ -54,31 +58,41 @@ impl std::fmt::Debug for SigningKeys {
 }
 
 impl SigningKeys {
-    fn get(&self, seed: &[u8]) -> Result<SigningKey, CoreError> {
-        let seed: [u8; 32] =
-            seed.try_into().map_err(|_| CoreError::internal("stored app signing key is not 32 bytes"))?;
+    pub fn new(vault: KeyVault) -> Self {
+        SigningKeys { keys: Mutex::new(HashMap::new()), vault, max_entries: 10_000 }
+    }
+
+    fn get(&self, kid: &str, stored: &[u8]) -> Result<SigningKey, CoreError> {
         let mut keys = self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(key) = keys.get(&seed) {
+        if let Some(key) = keys.get(stored) {
             return Ok(key.clone());
         }
         if keys.len() >= self.max_entries {
             keys.clear();
         }
-        let key = SigningKey::from_bytes(&seed);
-        keys.insert(seed, key.clone());
+        let key = SigningKey::from_bytes(&self.vault.open(kid, stored)?);
+        keys.insert(stored.to_vec(), key.clone());
         Ok(key)
     }
 
-    /// Signs `claims` with the app's Ed25519 private key (its 32-byte seed).
-    pub fn sign(&self, seed: &[u8], claims: &Claims) -> Result<String, CoreError> {
-        sign_with(&self.get(seed)?, claims)
+    /// Signs `claims` with the key `kid` whose private half is stored as `stored`.
+    pub fn sign(&self, kid: &str, stored: &[u8], claims: &Claims) -> Result<String, CoreError> {
+        sign_with(kid, &self.get(kid, stored)?, claims)
     }
 }
 
-fn sign_with(key: &SigningKey, claims: &Claims) -> Result<String, CoreError> {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"JWT"}"#);
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    kid: &'a str,
+}
+
+fn sign_with(kid: &str, key: &SigningKey, claims: &Claims) -> Result<String, CoreError> {
+    let header =
+        serde_json::to_vec(&Header { alg: "EdDSA", typ: "JWT", kid }).map_err(CoreError::internal)?;
     let payload = serde_json::to_vec(claims).map_err(CoreError::internal)?;
-    let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload));
+    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
     let signature = key.sign(signing_input.as_bytes());
     Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
 }
@@ -106,12 +120,13 @@ mod tests {
             pings: None,
             sha256: None,
         };
-        let token = sign_with(&SigningKey::from_bytes(&seed), &claims).expect("sign");
+        let kid = kid_of(&public);
+        let token = sign_with(&kid, &SigningKey::from_bytes(&seed), &claims).expect("sign");
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
-        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header, serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}));
         let body: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
         assert_eq!(body["sub"], "bob");
@@ -123,9 +138,16 @@ mod tests {
         assert!(key.verify(b"tampered", &sig).is_err());
 
         // The cached expansion signs exactly as a fresh one does (Ed25519 is deterministic).
-        let keys = SigningKeys::default();
-        assert_eq!(keys.sign(&seed, &claims).expect("sign"), token);
-        assert_eq!(keys.sign(&seed, &claims).expect("sign again"), token);
-        assert!(keys.sign(&seed[..31], &claims).is_err(), "a bad stored key is an error, not a panic");
+        let keys = SigningKeys::new(KeyVault::default());
+        assert_eq!(keys.sign(&kid, &seed, &claims).expect("sign"), token);
+        assert_eq!(keys.sign(&kid, &seed, &claims).expect("sign again"), token);
+        assert!(keys.sign(&kid, &seed[..31], &claims).is_err(), "a bad stored key is an error, not a panic");
+    }
+
+    /// RFC 8037 appendix A.3 gives the thumbprint of its example key.
+    #[test]
+    fn kids_are_rfc_7638_thumbprints() {
+        let x = URL_SAFE_NO_PAD.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").expect("b64");
+        assert_eq!(kid_of(&x), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 }

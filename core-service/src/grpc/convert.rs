@@ -5,7 +5,7 @@ use licensing::v1 as pb;
 
 use crate::{
     domain::{CoreError, LicenceStatus},
-    service::{AppView, FileView, LicenceView, UserView},
+    service::{AppView, FileView, LicenceView, SigningKeyState, SigningKeyView, UserView},
 };
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -51,6 +51,22 @@ pub fn app(a: AppView) -> pb::App {
         version: a.version,
         offline_grace: Some(prost_types::Duration { seconds: a.offline_grace_secs, nanos: 0 }),
         created: Some(timestamp(a.created)),
+        signing_keys: a.keys.into_iter().map(signing_key).collect(),
+        id: a.id,
+    }
+}
+
+fn signing_key(k: SigningKeyView) -> pb::SigningKey {
+    let state = match k.state {
+        SigningKeyState::Signing => pb::SigningKeyState::Signing,
+        SigningKeyState::Next => pb::SigningKeyState::Next,
+        SigningKeyState::Previous => pb::SigningKeyState::Previous,
+    };
+    pb::SigningKey {
+        kid: k.kid,
+        public_key: k.public_key,
+        state: state.into(),
+        created: Some(timestamp(k.created)),
     }
 }
 

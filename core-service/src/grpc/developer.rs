@@ -139,6 +139,42 @@ impl DeveloperService for DeveloperApi {
         .await
     }
 
+    async fn add_signing_key(
+        &self,
+        req: Request<pb::AddSigningKeyRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
+            let app = self.core.add_signing_key_for(scope).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
+    }
+
+    async fn promote_signing_key(
+        &self,
+        req: Request<pb::PromoteSigningKeyRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
+            let app = self.core.promote_signing_key_for(scope, &req.get_ref().kid).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
+    }
+
+    async fn retire_signing_key(
+        &self,
+        req: Request<pb::RetireSigningKeyRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
+            let app = self.core.retire_signing_key_for(scope, &req.get_ref().kid).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
+    }
+
     async fn list_licences(
         &self,
         req: Request<pb::ListLicencesRequest>,

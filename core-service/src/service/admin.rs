@@ -3,28 +3,37 @@
 use chrono::Utc;
 use serde::Serialize;
 
-use super::{AppView, Core};
+use base64::Engine;
+use sea_orm::ActiveModelTrait;
+
+use super::{AppView, Core, SigningKeyState, SigningKeyView};
 use crate::{
     domain::{CoreError, Password, Username, parse_app_name, parse_version, secrets},
     storage::{
+        self,
         entities::{app, developer},
         queries,
     },
 };
 
-/// What `app add` prints: the shape of `get_app_data` without `status`.
+/// What `app add` prints: the shape of `get_app_data` without `status`, plus the app's id (what
+/// the other `app` commands take).
 #[derive(Debug, Serialize)]
 pub struct AppCreated {
+    pub id: i64,
     pub appname: String,
     pub secret: String,
     pub public: String,
     pub online: u8,
     pub version: Option<String>,
+    pub keys: Vec<SigningKeyView>,
 }
 
 impl From<AppView> for AppCreated {
     fn from(a: AppView) -> Self {
         AppCreated {
+            id: a.id,
+            keys: a.keys,
             appname: a.name,
             secret: a.secret,
             public: a.public_key,
@@ -32,6 +41,16 @@ impl From<AppView> for AppCreated {
             version: a.version,
         }
     }
+}
+
+/// One line of `app list`: never the secret.
+#[derive(Debug, Serialize)]
+pub struct AppListed {
+    pub id: i64,
+    pub appname: String,
+    pub online: u8,
+    pub version: Option<String>,
+    pub public: String,
 }
 
 /// A new API token: the only time its text is shown.
@@ -78,7 +97,8 @@ impl Core {
         let name = parse_app_name(name)?;
         let version = version.map(parse_version).transpose()?;
         let dev = self.developer_named(developer).await?;
-        let (private_key, public_key) = secrets::new_signing_key()?;
+        let (key_row, kid, public_key, private_key) =
+            super::keys::new_key_row(self, None, SigningKeyState::Signing)?;
         let grace = i64::try_from(self.settings.default_offline_grace.as_secs()).unwrap_or(i64::MAX);
         let secret = secrets::new_app_secret()?;
         let model = app::ActiveModel {
@@ -86,15 +106,48 @@ impl Core {
             name: sea_orm::Set(name),
             secret_hash: sea_orm::Set(secrets::app_secret_hash(&secret)),
             secret: sea_orm::Set(secret),
-            public_key: sea_orm::Set(public_key.to_vec()),
-            private_key: sea_orm::Set(private_key.to_vec()),
+            public_key: sea_orm::Set(public_key),
+            private_key: sea_orm::Set(private_key),
+            signing_kid: sea_orm::Set(kid),
             online: sea_orm::Set(true),
             version: sea_orm::Set(version),
             offline_grace_secs: sea_orm::Set(grace),
             created_at: sea_orm::Set(Utc::now()),
             ..Default::default()
         };
-        Ok(queries::insert_app(self.db.writer(), model).await?.into())
+        // The app and its first key together, or neither.
+        let txn = storage::begin(self.db.writer()).await?;
+        let outcome = async {
+            let app = queries::insert_app(&txn, model).await?;
+            let mut key_row = key_row;
+            key_row.app_id = sea_orm::Set(app.id);
+            key_row.insert(&txn).await?;
+            Ok(app)
+        }
+        .await;
+        let app = storage::settle(txn, outcome).await?;
+        self.app_view(app).await
+    }
+
+    /// The developer's apps, oldest first.
+    pub async fn list_apps(&self, developer: &str) -> Result<Vec<AppListed>, CoreError> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+        let dev = self.developer_named(developer).await?;
+        let apps = app::Entity::find()
+            .filter(app::Column::DeveloperId.eq(dev.id))
+            .order_by_asc(app::Column::Id)
+            .all(self.db.writer())
+            .await?;
+        Ok(apps
+            .into_iter()
+            .map(|a| AppListed {
+                id: a.id,
+                public: base64::engine::general_purpose::STANDARD.encode(&a.public_key),
+                appname: a.name,
+                online: u8::from(a.online),
+                version: a.version,
+            })
+            .collect())
     }
 
     pub async fn add_token(&self, developer: &str) -> Result<TokenCreated, CoreError> {

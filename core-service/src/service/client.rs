@@ -71,11 +71,18 @@ impl ParsedAuth {
     }
 }
 
+/// The identified app's signing key and lease rule.
+struct SigningApp {
+    kid: String,
+    private_key: Vec<u8>,
+    offline_grace_secs: i64,
+}
+
 /// What a response token will say, gathered as the call learns it.
 struct TokenScope {
     act: &'static str,
     nonce: String,
-    app: Option<(Vec<u8>, i64)>,
+    app: Option<SigningApp>,
     sub: Option<String>,
     hwid: Option<String>,
     standing: Option<Standing>,
@@ -105,7 +112,8 @@ impl TokenScope {
     }
 
     fn sign<T>(&self, keys: &token::SigningKeys, result: &Result<T, CoreError>) -> Option<String> {
-        let (key, grace_secs) = self.app.as_ref()?;
+        let app = self.app.as_ref()?;
+        let grace_secs = &app.offline_grace_secs;
         let now = Utc::now().timestamp();
         let active = self.standing.filter(|s| s.status == LicenceStatus::Active);
         let mut exp = now + SHORT_TOKEN_SECS;
@@ -132,7 +140,7 @@ impl TokenScope {
             pings: self.pings,
             sha256: self.sha256.clone(),
         };
-        match keys.sign(key, &claims) {
+        match keys.sign(&app.kid, &app.private_key, &claims) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign a response token");
@@ -340,7 +348,11 @@ impl Core {
         match found.filter(|f| constant_time_eq(app_of(f).secret.as_bytes(), secret.expose().as_bytes())) {
             Some(found) => {
                 let app = app_of(&found);
-                scope.app = Some((app.private_key.clone(), app.offline_grace_secs));
+                scope.app = Some(SigningApp {
+                    kid: app.signing_kid.clone(),
+                    private_key: app.private_key.clone(),
+                    offline_grace_secs: app.offline_grace_secs,
+                });
                 Ok(found)
             }
             None => {

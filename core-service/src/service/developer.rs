@@ -195,13 +195,13 @@ impl Core {
 
     pub async fn get_app(&self, scope: ScopeInput) -> Result<AppView, CoreError> {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        Ok(app.into())
+        self.app_view(app).await
     }
 
     pub async fn set_app_online(&self, scope: ScopeInput, online: bool) -> Result<AppView, CoreError> {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
         let app = queries::update_app(self.db.writer(), app.id, |m| m.online = sea_orm::Set(online)).await?;
-        Ok(app.into())
+        self.app_view(app).await
     }
 
     pub async fn set_app_version(&self, scope: ScopeInput, version: String) -> Result<AppView, CoreError> {
@@ -209,7 +209,7 @@ impl Core {
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
         let app = queries::update_app(self.db.writer(), app.id, |m| m.version = sea_orm::Set(Some(version)))
             .await?;
-        Ok(app.into())
+        self.app_view(app).await
     }
 
     pub async fn renew_secret(&self, scope: ScopeInput) -> Result<AppView, CoreError> {
@@ -221,7 +221,7 @@ impl Core {
         })
         .await?;
         tracing::info!(app_id = app.id, "app secret renewed");
-        Ok(app.into())
+        self.app_view(app).await
     }
 
     pub async fn list_licences(
@@ -400,7 +400,7 @@ impl Core {
     }
 
     /// Authorises an upload and returns the app it goes to.
-    pub(super) async fn authorize_upload(&self, scope: ScopeInput) -> Result<app::Model, CoreError> {
+    pub(super) async fn authorize_input(&self, scope: ScopeInput) -> Result<app::Model, CoreError> {
         self.authorize(ParsedScope::parse(scope)?).await
     }
 }

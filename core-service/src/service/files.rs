@@ -29,7 +29,7 @@ impl Core {
     /// Checks the caller and the file name, and opens an upload.
     pub async fn begin_upload(&self, scope: ScopeInput, filename: &str) -> Result<Upload, CoreError> {
         let filename = parse_filename(filename)?;
-        let app = self.authorize_upload(scope).await?;
+        let app = self.authorize_input(scope).await?;
         let file = queries::create_file(self.db.writer(), app.id, filename).await?;
         Ok(Upload {
             settled: false,

@@ -5,6 +5,7 @@ mod admin;
 mod client;
 mod developer;
 mod files;
+mod keys;
 mod views;
 
 use std::time::Duration;
@@ -16,10 +17,12 @@ pub use admin::{AppCreated, TokenCreated, TokenInfo};
 pub use client::{LoginOutput, RedeemOutput, Reply, UserAuthInput};
 pub use developer::{ListPage, PageStream, ScopeInput};
 pub use files::{Download, Upload};
+pub use keys::{SigningKeyState, SigningKeyView};
 pub use views::{AppView, FileView, LicenceView, UserView};
 
 use crate::domain::{
     CoreError, Standing,
+    keyvault::KeyVault,
     password::PasswordHasher,
     throttle::{Throttle, ThrottleConfig},
 };
@@ -50,6 +53,8 @@ pub struct Settings {
     /// Callers presenting a client certificate of the configured client CA are gateways (and
     /// loopback alone no longer makes one).
     pub gateways_by_certificate: bool,
+    /// Seals apps' private keys at rest when the operator gave a key-encryption key.
+    pub key_vault: KeyVault,
 }
 
 /// A secret shared by the core and its gateways. Never printed.
@@ -93,6 +98,7 @@ impl Default for Settings {
             credential_cache: Duration::from_secs(300),
             gateway_credential: None,
             gateways_by_certificate: false,
+            key_vault: KeyVault::default(),
         }
     }
 }
@@ -112,7 +118,7 @@ impl Core {
     pub fn new(db: Store, settings: Settings) -> Result<Self, CoreError> {
         Ok(Core {
             pings: PingWriter::new(db.writer().clone()),
-            signing_keys: Default::default(),
+            signing_keys: crate::domain::token::SigningKeys::new(settings.key_vault.clone()),
             hasher: PasswordHasher::with_cache(
                 settings.hash_workers,
                 settings.hash_queue,

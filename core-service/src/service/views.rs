@@ -3,6 +3,7 @@
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
+use super::keys::SigningKeyView;
 use crate::{
     domain::{LicenceStatus, Standing},
     storage::entities::{app, app_file, licence, user},
@@ -11,6 +12,7 @@ use crate::{
 /// An app as its developer sees it (the secret included, the private key never).
 #[derive(Clone)]
 pub struct AppView {
+    pub id: i64,
     pub name: String,
     pub secret: String,
     pub public_key: String,
@@ -18,11 +20,15 @@ pub struct AppView {
     pub version: Option<String>,
     pub offline_grace_secs: i64,
     pub created: DateTime<Utc>,
+    /// Every published key (`public_key` is the signing one's).
+    pub keys: Vec<SigningKeyView>,
 }
 
-impl From<app::Model> for AppView {
-    fn from(a: app::Model) -> Self {
+impl AppView {
+    pub fn new(a: app::Model, keys: Vec<SigningKeyView>) -> Self {
         AppView {
+            id: a.id,
+            keys,
             public_key: base64::engine::general_purpose::STANDARD.encode(&a.public_key),
             name: a.name,
             secret: a.secret,

@@ -10,8 +10,11 @@ pub struct Model {
     pub secret: String,
     /// Lowercase hex SHA-256 of `secret`: what lookups match on.
     pub secret_hash: String,
+    /// The signing key's public half, private half (sealed when there is a key-encryption key)
+    /// and `kid`: a copy of its row in `app_signing_keys`, so that signing reads one row.
     pub public_key: Vec<u8>,
     pub private_key: Vec<u8>,
+    pub signing_kid: String,
     pub online: bool,
     pub version: Option<String>,
     pub offline_grace_secs: i64,

@@ -4,6 +4,7 @@
 pub mod api_token;
 pub mod app;
 pub mod app_file;
+pub mod app_signing_key;
 pub mod developer;
 pub mod file_chunk;
 pub mod licence;

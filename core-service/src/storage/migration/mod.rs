@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261201_000001_initial;
 mod m20261203_000002_app_secret_hash;
+mod m20261203_000003_signing_keys;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261201_000001_initial::Migration),
             Box::new(m20261203_000002_app_secret_hash::Migration),
+            Box::new(m20261203_000003_signing_keys::Migration),
         ]
     }
 }
