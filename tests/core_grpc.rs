@@ -68,20 +68,30 @@ async fn create_keys(core: &TestCore, fx: &Fixture, amount: u32, access: u32, da
 
 async fn all_users(core: &TestCore, fx: &Fixture) -> Vec<pb::User> {
     let mut dev = core.developer().await;
-    dev.list_users(pb::ListUsersRequest { scope: fx.scope(), page_size: 0, page_token: String::new() })
-        .await
-        .expect("list users")
-        .into_inner()
-        .users
+    dev.list_users(pb::ListUsersRequest {
+        scope: fx.scope(),
+        page_size: 0,
+        page_token: String::new(),
+        ..Default::default()
+    })
+    .await
+    .expect("list users")
+    .into_inner()
+    .users
 }
 
 async fn all_licences(core: &TestCore, fx: &Fixture) -> Vec<pb::Licence> {
     let mut dev = core.developer().await;
-    dev.list_licences(pb::ListLicencesRequest { scope: fx.scope(), page_size: 0, page_token: String::new() })
-        .await
-        .expect("list licences")
-        .into_inner()
-        .licences
+    dev.list_licences(pb::ListLicencesRequest {
+        scope: fx.scope(),
+        page_size: 0,
+        page_token: String::new(),
+        ..Default::default()
+    })
+    .await
+    .expect("list licences")
+    .into_inner()
+    .licences
 }
 
 on_both_backends! {
@@ -426,6 +436,7 @@ async fn developer_isolation(backend: Backend) {
             scope: stolen.scope(),
             page_size: 0,
             page_token: String::new(),
+            ..Default::default()
         })
         .await,
         "forbidden",
@@ -435,6 +446,7 @@ async fn developer_isolation(backend: Backend) {
             scope: stolen.scope(),
             page_size: 0,
             page_token: String::new(),
+            ..Default::default()
         })
         .await,
         "forbidden",
@@ -545,6 +557,7 @@ async fn developer_errors(backend: Backend) {
             scope: fx.scope(),
             page_size: 1001,
             page_token: String::new(),
+            ..Default::default()
         })
         .await,
         "invalid_field",
@@ -554,6 +567,7 @@ async fn developer_errors(backend: Backend) {
             scope: fx.scope(),
             page_size: 10,
             page_token: "zz".into(),
+            ..Default::default()
         })
         .await,
         "invalid_field",
@@ -580,6 +594,7 @@ async fn developer_errors(backend: Backend) {
                 scope: fx.scope(),
                 page_size: 120,
                 page_token: token.clone(),
+                ..Default::default()
             })
             .await
             .expect("page")
@@ -645,7 +660,12 @@ async fn api_tokens(backend: Backend) {
     let mut dev = core.developer().await;
     let with_token = |token: &str| {
         let mut req = Request::new(pb::GetAppRequest {
-            scope: Some(pb::AppScope { app_secret: fx.secret.clone(), developer: None, origin: None }),
+            scope: Some(pb::AppScope {
+                app_secret: fx.secret.clone(),
+                developer: None,
+                origin: None,
+                ..Default::default()
+            }),
         });
         req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
         req
@@ -767,7 +787,12 @@ async fn users_admin(backend: Backend) {
     let mut pages = 0;
     loop {
         let page = dev
-            .list_users(pb::ListUsersRequest { scope: fx.scope(), page_size: 2, page_token: token.clone() })
+            .list_users(pb::ListUsersRequest {
+                scope: fx.scope(),
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
             .await
             .expect("page")
             .into_inner();
@@ -1089,6 +1114,7 @@ async fn shutdown_lets_in_flight_calls_finish() {
         app_secret: created.secret.clone(),
         developer: Some(pb::DeveloperAuth { username: "graceful".into(), password: "graceful-pw".into() }),
         origin: None,
+        ..Default::default()
     });
     tx.send(pb::UploadFileRequest {
         payload: Some(pb::upload_file_request::Payload::Header(pb::UploadFileHeader {
@@ -1208,9 +1234,15 @@ async fn database_connections_stay_within_the_pool_bound() {
     for _ in 0..200 {
         let mut dev = pb::developer_service_client::DeveloperServiceClient::new(channel.clone());
         let mut req = Request::new(pb::ListUsersRequest {
-            scope: Some(pb::AppScope { app_secret: fx.secret.clone(), developer: None, origin: None }),
+            scope: Some(pb::AppScope {
+                app_secret: fx.secret.clone(),
+                developer: None,
+                origin: None,
+                app_id: 0,
+            }),
             page_size: 0,
             page_token: String::new(),
+            ..Default::default()
         });
         req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
         calls.push(tokio::spawn(async move { dev.list_users(req).await }));

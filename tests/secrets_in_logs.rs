@@ -189,7 +189,7 @@ async fn a_full_scenario_at_trace_level_logs_no_secret() {
     secrets_used.push(token.clone());
     let mut grpc = core.developer().await;
     let mut req = tonic::Request::new(pb::GetAppRequest {
-        scope: Some(pb::AppScope { app_secret: secret.clone(), developer: None, origin: None }),
+        scope: Some(pb::AppScope { app_secret: secret.clone(), developer: None, origin: None, app_id: 0 }),
     });
     req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     grpc.get_app(req).await.expect("token call");

@@ -126,15 +126,15 @@ pub enum AppCommand {
     PromoteKey {
         #[arg(long)]
         app: i64,
-        /// The key's `kid`, as `app keys` lists it.
-        #[arg(long)]
+        /// The key's `kid`, as `app keys` lists it (it may begin with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         kid: String,
     },
     /// Stop publishing a key that no longer signs, and erase its private half.
     RetireKey {
         #[arg(long)]
         app: i64,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         kid: String,
     },
 }

@@ -77,6 +77,7 @@ async fn scenario(url: String) {
             app_secret: s.clone(),
             developer: Some(pb::DeveloperAuth { username: "crash-dev".into(), password: "crash-pw".into() }),
             origin: None,
+            app_id: 0,
         })
     };
     let s = secret.clone();

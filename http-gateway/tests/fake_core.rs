@@ -288,6 +288,43 @@ impl DeveloperService for Fake {
         Ok(Response::new(v1::App { secret: "NEW-SECRET".into(), ..Default::default() }))
     }
 
+    // Dashboard calls: not exercised against the fake.
+    async fn get_file_info(
+        &self,
+        _: Request<v1::GetFileInfoRequest>,
+    ) -> Result<Response<v1::FileInfo>, Status> {
+        Err(Status::unimplemented("not used here"))
+    }
+
+    async fn get_activity(
+        &self,
+        _: Request<v1::GetActivityRequest>,
+    ) -> Result<Response<v1::GetActivityResponse>, Status> {
+        Err(Status::unimplemented("not used here"))
+    }
+
+    async fn sign_in(&self, _: Request<v1::SignInRequest>) -> Result<Response<v1::SignInResponse>, Status> {
+        Err(Status::unimplemented("not used here"))
+    }
+
+    async fn sign_out(
+        &self,
+        _: Request<v1::SignOutRequest>,
+    ) -> Result<Response<v1::SignOutResponse>, Status> {
+        Err(Status::unimplemented("not used here"))
+    }
+
+    async fn list_apps(
+        &self,
+        _: Request<v1::ListAppsRequest>,
+    ) -> Result<Response<v1::ListAppsResponse>, Status> {
+        Err(Status::unimplemented("not used here"))
+    }
+
+    async fn create_app(&self, _: Request<v1::CreateAppRequest>) -> Result<Response<v1::App>, Status> {
+        Err(Status::unimplemented("not used here"))
+    }
+
     // The legacy API has no action for key rotation: the gateway never calls these.
     async fn add_signing_key(
         &self,
@@ -723,7 +760,7 @@ async fn developer_actions_translate_both_ways() {
     assert_eq!(
         json(response).await,
         serde_json::json!({"status": "success", "appname": "Demo", "secret": "SECRET",
-            "public": "PUBKEY", "online": 0, "version": null})
+            "public": "PUBKEY", "online": 0, "version": null, "keys": []})
     );
     {
         let seen = core.seen.lock().unwrap();

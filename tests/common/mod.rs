@@ -228,6 +228,7 @@ impl Fixture {
                 password: self.password.clone(),
             }),
             origin: None,
+            app_id: 0,
         })
     }
 

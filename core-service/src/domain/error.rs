@@ -22,6 +22,9 @@ pub enum CoreError {
     /// Same contract code as `InvalidDeveloper`, with a message that names what was wrong.
     #[error("the API token is unknown or revoked")]
     InvalidToken,
+    /// Same contract code as `InvalidDeveloper`: the dashboard session ended.
+    #[error("the session has expired or was signed out")]
+    InvalidSession,
     #[error("the developer does not own this app")]
     Forbidden,
     #[error("the account is bound to another HWID")]
@@ -59,7 +62,9 @@ impl CoreError {
             CoreError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             CoreError::InvalidAppSecret => ErrorCode::InvalidAppSecret,
             CoreError::InvalidCredentials => ErrorCode::InvalidCredentials,
-            CoreError::InvalidDeveloper | CoreError::InvalidToken => ErrorCode::InvalidDeveloper,
+            CoreError::InvalidDeveloper | CoreError::InvalidToken | CoreError::InvalidSession => {
+                ErrorCode::InvalidDeveloper
+            }
             CoreError::Forbidden => ErrorCode::Forbidden,
             CoreError::HwidMismatch => ErrorCode::HwidMismatch,
             CoreError::LicenceBanned => ErrorCode::LicenceBanned,
@@ -99,6 +104,7 @@ impl CoreError {
             CoreError::InvalidCredentials
                 | CoreError::InvalidDeveloper
                 | CoreError::InvalidToken
+                | CoreError::InvalidSession
                 | CoreError::HwidMismatch
                 | CoreError::InvalidAppSecret
         )

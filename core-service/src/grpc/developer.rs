@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Caller, caller, client_address, convert, to_status, within};
 use crate::{
     domain::CoreError,
-    service::{Core, ScopeInput},
+    service::{Core, DeveloperInput, LicenceFilter, ListFilter, ScopeInput},
 };
 
 pub struct DeveloperApi {
@@ -45,9 +45,24 @@ fn scope_from(
     let address = client_address(caller, scope.and_then(|s| s.origin.as_ref())).map_err(fail)?;
     Ok(ScopeInput {
         app_secret: scope.map(|s| s.app_secret.clone()).unwrap_or_default(),
+        app_id: scope.map(|s| s.app_id).unwrap_or_default(),
         developer: scope.and_then(|s| s.developer.as_ref()).map(|d| (d.username.clone(), d.password.clone())),
         bearer,
         address,
+    })
+}
+
+/// Who calls a developer-level method, from its fields and metadata.
+fn developer_of<T>(
+    core: &Core,
+    req: &Request<T>,
+    developer: Option<&pb::DeveloperAuth>,
+    origin: Option<&pb::Origin>,
+) -> Result<DeveloperInput, Status> {
+    Ok(DeveloperInput {
+        developer: developer.map(|d| (d.username.clone(), d.password.clone())),
+        bearer: bearer(req),
+        address: client_address(caller(core, req), origin).map_err(fail)?,
     })
 }
 
@@ -175,6 +190,110 @@ impl DeveloperService for DeveloperApi {
         .await
     }
 
+    async fn get_file_info(
+        &self,
+        req: Request<pb::GetFileInfoRequest>,
+    ) -> Result<Response<pb::FileInfo>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
+            let file = self.core.file_info(scope).await.map_err(fail)?;
+            Ok(Response::new(convert::file(file)))
+        })
+        .await
+    }
+
+    async fn get_activity(
+        &self,
+        req: Request<pb::GetActivityRequest>,
+    ) -> Result<Response<pb::GetActivityResponse>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
+            let days = self.core.activity(scope, req.get_ref().days).await.map_err(fail)?;
+            Ok(Response::new(pb::GetActivityResponse {
+                days: days
+                    .into_iter()
+                    .map(|d| pb::ActivityDay {
+                        day: d.day.format("%Y-%m-%d").to_string(),
+                        heartbeats: d.heartbeats,
+                        active_users: d.active_users,
+                    })
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn sign_in(&self, req: Request<pb::SignInRequest>) -> Result<Response<pb::SignInResponse>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let address =
+                client_address(caller(&self.core, &req), req.get_ref().origin.as_ref()).map_err(fail)?;
+            let developer = req.get_ref().developer.clone().unwrap_or_default();
+            let opened =
+                self.core.sign_in(&developer.username, &developer.password, &address).await.map_err(fail)?;
+            Ok(Response::new(pb::SignInResponse {
+                session_token: opened.token,
+                expires: Some(convert::timestamp(opened.expires)),
+                idle_timeout: Some(prost_types::Duration {
+                    seconds: i64::try_from(opened.idle_timeout.as_secs()).unwrap_or(i64::MAX),
+                    nanos: 0,
+                }),
+                username: opened.username,
+            }))
+        })
+        .await
+    }
+
+    async fn sign_out(
+        &self,
+        req: Request<pb::SignOutRequest>,
+    ) -> Result<Response<pb::SignOutResponse>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let address = client_address(caller(&self.core, &req), None).map_err(fail)?;
+            self.core.sign_out(bearer(&req).as_deref(), &address).await.map_err(fail)?;
+            Ok(Response::new(pb::SignOutResponse {}))
+        })
+        .await
+    }
+
+    async fn list_apps(
+        &self,
+        req: Request<pb::ListAppsRequest>,
+    ) -> Result<Response<pb::ListAppsResponse>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let input = developer_of(
+                &self.core,
+                &req,
+                req.get_ref().developer.as_ref(),
+                req.get_ref().origin.as_ref(),
+            )?;
+            let apps = self.core.list_apps_of(input).await.map_err(fail)?;
+            Ok(Response::new(pb::ListAppsResponse {
+                apps: apps
+                    .into_iter()
+                    .map(|a| pb::AppSummary {
+                        id: a.id,
+                        name: a.name,
+                        online: a.online,
+                        version: a.version,
+                        created: Some(convert::timestamp(a.created)),
+                    })
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Result<Response<pb::App>, Status> {
+        within(self.core.settings().request_timeout, async move {
+            let r = req.get_ref();
+            let input = developer_of(&self.core, &req, r.developer.as_ref(), r.origin.as_ref())?;
+            let app =
+                self.core.create_app_for(input, &r.name, Some(r.version.as_str())).await.map_err(fail)?;
+            Ok(Response::new(convert::app(app)))
+        })
+        .await
+    }
+
     async fn list_licences(
         &self,
         req: Request<pb::ListLicencesRequest>,
@@ -182,7 +301,18 @@ impl DeveloperService for DeveloperApi {
         within(self.core.settings().request_timeout, async move {
             let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let r = req.into_inner();
-            let page = self.core.list_licences(scope, r.page_size, &r.page_token).await.map_err(fail)?;
+            let filter = ListFilter {
+                prefix: r.key_prefix.clone(),
+                licences: match r.filter() {
+                    pb::LicenceFilter::Unspecified => LicenceFilter::All,
+                    pb::LicenceFilter::Unused => LicenceFilter::Unused,
+                    pb::LicenceFilter::Active => LicenceFilter::Active,
+                    pb::LicenceFilter::Expired => LicenceFilter::Expired,
+                    pb::LicenceFilter::Banned => LicenceFilter::Banned,
+                },
+            };
+            let page =
+                self.core.list_licences(scope, r.page_size, &r.page_token, filter).await.map_err(fail)?;
             Ok(Response::new(pb::ListLicencesResponse {
                 licences: page.items.into_iter().map(convert::licence).collect(),
                 next_page_token: page.next_page_token,
@@ -257,7 +387,8 @@ impl DeveloperService for DeveloperApi {
         within(self.core.settings().request_timeout, async move {
             let scope = scope_of(&self.core, &req, req.get_ref().scope.as_ref())?;
             let r = req.into_inner();
-            let page = self.core.list_users(scope, r.page_size, &r.page_token).await.map_err(fail)?;
+            let filter = ListFilter { prefix: r.username_prefix.clone(), ..ListFilter::default() };
+            let page = self.core.list_users(scope, r.page_size, &r.page_token, filter).await.map_err(fail)?;
             Ok(Response::new(pb::ListUsersResponse {
                 users: page.items.into_iter().map(convert::user).collect(),
                 next_page_token: page.next_page_token,

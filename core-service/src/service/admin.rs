@@ -97,12 +97,22 @@ impl Core {
         let name = parse_app_name(name)?;
         let version = version.map(parse_version).transpose()?;
         let dev = self.developer_named(developer).await?;
+        self.insert_app(dev.id, name, version).await
+    }
+
+    /// A new app of `developer_id`: online, a new secret, and its first signing key, together.
+    pub(super) async fn insert_app(
+        &self,
+        developer_id: i64,
+        name: String,
+        version: Option<String>,
+    ) -> Result<AppView, CoreError> {
         let (key_row, kid, public_key, private_key) =
             super::keys::new_key_row(self, None, SigningKeyState::Signing)?;
         let grace = i64::try_from(self.settings.default_offline_grace.as_secs()).unwrap_or(i64::MAX);
         let secret = secrets::new_app_secret()?;
         let model = app::ActiveModel {
-            developer_id: sea_orm::Set(dev.id),
+            developer_id: sea_orm::Set(developer_id),
             name: sea_orm::Set(name),
             secret_hash: sea_orm::Set(secrets::app_secret_hash(&secret)),
             secret: sea_orm::Set(secret),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tokio::sync::mpsc;
 
-use super::{AppView, Core, LicenceView, UserView};
+use super::{AppView, Core, LicenceView, ListFilter, UserView};
 use crate::{
     domain::{
         AppSecret, CoreError, LicenceKey, Password, Standing, Username, parse_version,
@@ -30,6 +30,8 @@ const MAX_LICENCES_PER_CALL: u32 = 500;
 #[derive(Clone, Default)]
 pub struct ScopeInput {
     pub app_secret: String,
+    /// The app by id, used when `app_secret` is empty.
+    pub app_id: i64,
     /// Developer username and password; `None` when a bearer token is sent instead.
     pub developer: Option<(String, String)>,
     /// The `authorization: Bearer` token, if any.
@@ -37,28 +39,53 @@ pub struct ScopeInput {
     pub address: String,
 }
 
-enum Credentials {
+pub(super) enum Credentials {
     Password(Username, Password),
+    /// An API token or a dashboard session token (told apart by their prefixes).
     Token(String),
 }
 
-struct ParsedScope {
-    secret: AppSecret,
-    credentials: Credentials,
-    address: String,
-}
-
-impl ParsedScope {
-    fn parse(input: ScopeInput) -> Result<Self, CoreError> {
-        let credentials = match (input.bearer, input.developer) {
+impl Credentials {
+    pub(super) fn parse(
+        bearer: Option<String>,
+        developer: Option<(String, String)>,
+    ) -> Result<Self, CoreError> {
+        Ok(match (bearer, developer) {
             (Some(token), _) if !token.is_empty() => Credentials::Token(token),
             (_, Some((user, pass))) => Credentials::Password(
                 Username::parse("developer_username", &user)?,
                 Password::parse("developer_password", &pass)?,
             ),
             _ => return Err(CoreError::MissingField { field: "developer_username" }),
+        })
+    }
+}
+
+/// How a developer call names its app.
+enum AppRef {
+    Secret(AppSecret),
+    /// Only for bearer credentials: a dashboard never puts a secret in a URL.
+    Id(i64),
+}
+
+struct ParsedScope {
+    app: AppRef,
+    credentials: Credentials,
+    address: String,
+}
+
+impl ParsedScope {
+    fn parse(input: ScopeInput) -> Result<Self, CoreError> {
+        let credentials = Credentials::parse(input.bearer, input.developer)?;
+        let app = if input.app_secret.is_empty() && input.app_id != 0 {
+            if input.app_id < 0 {
+                return Err(CoreError::invalid("app_id", "expected a positive app id"));
+            }
+            AppRef::Id(input.app_id)
+        } else {
+            AppRef::Secret(AppSecret::parse(&input.app_secret)?)
         };
-        Ok(ParsedScope { secret: AppSecret::parse(&input.app_secret)?, credentials, address: input.address })
+        Ok(ParsedScope { app, credentials, address: input.address })
     }
 }
 
@@ -109,8 +136,9 @@ async fn licence_page(
     app_id: i64,
     after: i64,
     size: u64,
+    filter: &ListFilter,
 ) -> Result<(Vec<LicenceView>, Option<i64>), CoreError> {
-    let rows = queries::licences_page(c, app_id, after, size).await?;
+    let rows = queries::licences_page(c, app_id, after, size, &filter.prefix, filter.licences).await?;
     let holders: Vec<i64> = rows.iter().filter_map(|l| l.user_id).collect();
     let names = queries::usernames(c, &holders).await?;
     let next = continue_after(rows.len(), size, rows.last().map(|l| l.id));
@@ -130,8 +158,9 @@ async fn user_page(
     app_id: i64,
     after: i64,
     size: u64,
+    filter: &ListFilter,
 ) -> Result<(Vec<UserView>, Option<i64>), CoreError> {
-    let rows = queries::users_page(c, app_id, after, size).await?;
+    let rows = queries::users_page(c, app_id, after, size, &filter.prefix).await?;
     let ids: Vec<i64> = rows.iter().map(|u| u.id).collect();
     let held = queries::held_licences(c, &ids).await?;
     let now = Utc::now();
@@ -147,50 +176,84 @@ async fn user_page(
 }
 
 impl Core {
-    /// Authenticates the developer and resolves the app they own.
-    async fn authorize(&self, scope: ParsedScope) -> Result<app::Model, CoreError> {
-        let address_key = ThrottleKey::Address(scope.address.clone());
+    /// Authenticates a developer: password (throttled, Argon2), API token or dashboard session.
+    pub(super) async fn authenticate_developer(
+        &self,
+        credentials: &Credentials,
+        address: &str,
+    ) -> Result<i64, CoreError> {
+        let address_key = ThrottleKey::Address(address.to_owned());
         self.throttle.check(&address_key)?;
-        let developer_id = match &scope.credentials {
+        match credentials {
+            Credentials::Token(token) if token.starts_with(super::sessions::SESSION_PREFIX) => {
+                match self.session_developer(token).await? {
+                    Some(developer_id) => Ok(developer_id),
+                    None => {
+                        self.throttle.record_failure(&[address_key]);
+                        Err(CoreError::InvalidSession)
+                    }
+                }
+            }
             Credentials::Token(token) => {
                 let hash = secrets::sha256(token.as_bytes());
                 match queries::find_live_token(self.db.reader(), &hash).await? {
-                    Some(t) => t.developer_id,
+                    Some(t) => Ok(t.developer_id),
                     None => {
                         self.throttle.record_failure(&[address_key]);
-                        return Err(CoreError::InvalidToken);
+                        Err(CoreError::InvalidToken)
                     }
                 }
             }
             Credentials::Password(username, password) => {
                 let dev_key = ThrottleKey::Developer {
                     username: username.as_str().to_owned(),
-                    address: scope.address.clone(),
+                    address: address.to_owned(),
                 };
                 self.throttle.check(&dev_key)?;
                 let found = queries::find_developer(self.db.reader(), username.as_str()).await?;
                 let verified =
                     self.hasher.verify(password, found.as_ref().map(|d| d.password_hash.as_str())).await?;
                 match found.filter(|_| verified) {
-                    Some(d) => d.id,
+                    Some(d) => Ok(d.id),
                     None => {
                         self.throttle.record_failure(&[dev_key, address_key]);
-                        return Err(CoreError::InvalidDeveloper);
+                        Err(CoreError::InvalidDeveloper)
                     }
                 }
             }
-        };
-        let app = queries::find_app_by_secret(self.db.reader(), scope.secret.expose())
-            .await?
-            .filter(|a| constant_time_eq(a.secret.as_bytes(), scope.secret.expose().as_bytes()));
-        let Some(app) = app else {
-            self.throttle.record_failure(&[address_key]);
-            return Err(CoreError::InvalidAppSecret);
-        };
-        if app.developer_id != developer_id {
-            return Err(CoreError::Forbidden);
         }
-        Ok(app)
+    }
+
+    /// Authenticates the developer and resolves the app they own.
+    async fn authorize(&self, scope: ParsedScope) -> Result<app::Model, CoreError> {
+        let developer_id = self.authenticate_developer(&scope.credentials, &scope.address).await?;
+        match scope.app {
+            AppRef::Secret(secret) => {
+                let app = queries::find_app_by_secret(self.db.reader(), secret.expose())
+                    .await?
+                    .filter(|a| constant_time_eq(a.secret.as_bytes(), secret.expose().as_bytes()));
+                let Some(app) = app else {
+                    self.throttle.record_failure(&[ThrottleKey::Address(scope.address.clone())]);
+                    return Err(CoreError::InvalidAppSecret);
+                };
+                if app.developer_id != developer_id {
+                    return Err(CoreError::Forbidden);
+                }
+                Ok(app)
+            }
+            AppRef::Id(id) => {
+                if matches!(scope.credentials, Credentials::Password(..)) {
+                    return Err(CoreError::MissingField { field: "app_secret" });
+                }
+                // Another developer's app answers exactly as a missing one: ids are guessable.
+                use sea_orm::EntityTrait;
+                app::Entity::find_by_id(id)
+                    .one(self.db.reader())
+                    .await?
+                    .filter(|a| a.developer_id == developer_id)
+                    .ok_or(CoreError::NotFound("no app with that id"))
+            }
+        }
     }
 
     pub async fn get_app(&self, scope: ScopeInput) -> Result<AppView, CoreError> {
@@ -229,10 +292,12 @@ impl Core {
         scope: ScopeInput,
         page_size: u32,
         page_token: &str,
+        filter: ListFilter,
     ) -> Result<ListPage<LicenceView>, CoreError> {
         let (size, after) = page_params(page_size, page_token)?;
+        let filter = ListFilter { prefix: super::sessions::key_prefix(&filter.prefix)?, ..filter };
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let (items, next) = licence_page(self.db.reader(), app.id, after, size).await?;
+        let (items, next) = licence_page(self.db.reader(), app.id, after, size, &filter).await?;
         Ok(ListPage { items, next_page_token: next.map(|id| id.to_string()).unwrap_or_default() })
     }
 
@@ -245,7 +310,9 @@ impl Core {
         let size = checked_page_size(page_size, MAX_PAGE_SIZE)?;
         let app_id = self.authorize(ParsedScope::parse(scope)?).await?.id;
         Ok(self.stream_pages(move |txn, after| {
-            Box::pin(async move { licence_page(txn.as_ref(), app_id, after, size).await })
+            Box::pin(
+                async move { licence_page(txn.as_ref(), app_id, after, size, &ListFilter::default()).await },
+            )
         }))
     }
 
@@ -258,7 +325,9 @@ impl Core {
         let size = checked_page_size(page_size, MAX_PAGE_SIZE)?;
         let app_id = self.authorize(ParsedScope::parse(scope)?).await?.id;
         Ok(self.stream_pages(move |txn, after| {
-            Box::pin(async move { user_page(txn.as_ref(), app_id, after, size).await })
+            Box::pin(
+                async move { user_page(txn.as_ref(), app_id, after, size, &ListFilter::default()).await },
+            )
         }))
     }
 
@@ -369,10 +438,12 @@ impl Core {
         scope: ScopeInput,
         page_size: u32,
         page_token: &str,
+        filter: ListFilter,
     ) -> Result<ListPage<UserView>, CoreError> {
         let (size, after) = page_params(page_size, page_token)?;
+        let filter = ListFilter { prefix: super::sessions::username_prefix(&filter.prefix)?, ..filter };
         let app = self.authorize(ParsedScope::parse(scope)?).await?;
-        let (items, next) = user_page(self.db.reader(), app.id, after, size).await?;
+        let (items, next) = user_page(self.db.reader(), app.id, after, size, &filter).await?;
         Ok(ListPage { items, next_page_token: next.map(|id| id.to_string()).unwrap_or_default() })
     }
 

@@ -6,6 +6,7 @@ mod client;
 mod developer;
 mod files;
 mod keys;
+mod sessions;
 mod views;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use client::{LoginOutput, RedeemOutput, Reply, UserAuthInput};
 pub use developer::{ListPage, PageStream, ScopeInput};
 pub use files::{Download, Upload};
 pub use keys::{SigningKeyState, SigningKeyView};
+pub use sessions::{ActivityDay, AppSummary, DeveloperInput, LicenceFilter, ListFilter, SessionOpened};
 pub use views::{AppView, FileView, LicenceView, UserView};
 
 use crate::domain::{
@@ -55,6 +57,10 @@ pub struct Settings {
     pub gateways_by_certificate: bool,
     /// Seals apps' private keys at rest when the operator gave a key-encryption key.
     pub key_vault: KeyVault,
+    /// A dashboard session ends after this long without a call...
+    pub session_idle: Duration,
+    /// ...and this long after sign-in, whatever its use.
+    pub session_lifetime: Duration,
 }
 
 /// A secret shared by the core and its gateways. Never printed.
@@ -99,6 +105,8 @@ impl Default for Settings {
             gateway_credential: None,
             gateways_by_certificate: false,
             key_vault: KeyVault::default(),
+            session_idle: Duration::from_secs(30 * 60),
+            session_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 }

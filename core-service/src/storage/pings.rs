@@ -1,8 +1,8 @@
 //! Group commit for heartbeats. Every running copy of every app pings about once a minute, so
 //! pings are the one write that arrives in floods. Instead of one statement and one commit (one
 //! fsync on SQLite) per ping, pings that arrive while the previous batch is committing share the
-//! next statement: one `UPDATE ... FROM (VALUES ...)` with `RETURNING`, which is one implicit
-//! transaction on both backends. A ping is answered only after its batch committed, so an
+//! next transaction: one `UPDATE ... FROM (VALUES ...)` with `RETURNING`, then two upserts of the
+//! apps' daily aggregates, committed together. A ping is answered only after its batch committed, so an
 //! acknowledged ping is durable. No timer is involved: a lone ping is written at once, and a
 //! batch grows only while the database is busy with the one before it.
 
@@ -23,6 +23,8 @@ use crate::domain::CoreError;
 
 /// Most pings in one statement: bounds the statement's size and one batch's latency.
 pub const MAX_BATCH: usize = 512;
+/// Days of per-user activity kept (the dashboard charts at most 90).
+const ACTIVE_USERS_KEPT_DAYS: i64 = 91;
 /// Pings waiting for the writer before callers wait to enqueue.
 const QUEUE: usize = 8192;
 
@@ -102,8 +104,23 @@ impl PingWriter {
 
 async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Ping>, stats: std::sync::Arc<BatchStats>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut pruned_on = None;
     // `recv_many` waits for one ping, then takes every ping already queued: the group commit.
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let today = Utc::now().date_naive();
+        if pruned_on != Some(today) {
+            // Who was active is kept only as long as the dashboard can chart it.
+            let cutoff =
+                (today - chrono::Duration::days(ACTIVE_USERS_KEPT_DAYS)).format("%Y-%m-%d").to_string();
+            let prune = Statement::from_string(
+                db.get_database_backend(),
+                format!("DELETE FROM app_active_users WHERE day < '{cutoff}'"),
+            );
+            match db.execute_raw(prune).await {
+                Ok(_) => pruned_on = Some(today),
+                Err(error) => tracing::warn!(%error, "cannot prune old activity"),
+            }
+        }
         let counts = per_user(&batch);
         match write(&db, &counts).await {
             Ok(totals) => {
@@ -143,16 +160,60 @@ fn per_user(batch: &[Ping]) -> Vec<(i64, i64)> {
     counts
 }
 
-/// One statement for the whole batch; answers each user's new total.
+/// One transaction for the whole batch: the users' counters, then the apps' daily aggregates
+/// (heartbeats, and which users were active) that the dashboard charts. Answers each user's new
+/// total.
 async fn write(db: &DatabaseConnection, counts: &[(i64, i64)]) -> Result<HashMap<i64, i64>, sea_orm::DbErr> {
+    use sea_orm::TransactionTrait;
     let backend = db.get_database_backend();
-    let statement = Statement::from_sql_and_values(backend, batch_sql(backend, counts), [Utc::now().into()]);
-    let rows = db.query_all_raw(statement).await?;
+    let now = Utc::now();
+    let txn = db.begin().await?;
+    let statement = Statement::from_sql_and_values(backend, batch_sql(backend, counts), [now.into()]);
+    let rows = txn.query_all_raw(statement).await?;
     let mut totals = HashMap::with_capacity(rows.len());
+    let mut active: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
     for row in rows {
-        totals.insert(row.try_get::<i64>("", "id")?, row.try_get::<i64>("", "total_pings")?);
+        let user_id = row.try_get::<i64>("", "id")?;
+        totals.insert(user_id, row.try_get::<i64>("", "total_pings")?);
+        active.push((row.try_get::<i64>("", "app_id")?, user_id));
     }
+    if !active.is_empty() {
+        let day = now.format("%Y-%m-%d").to_string();
+        let pings: HashMap<i64, i64> = counts.iter().copied().collect();
+        for sql in activity_sql(&day, &active, &pings) {
+            txn.execute_raw(Statement::from_string(backend, sql)).await?;
+        }
+    }
+    txn.commit().await?;
     Ok(totals)
+}
+
+/// The aggregate upserts of a batch. `day` is the core's own `YYYY-MM-DD`; ids and counts are
+/// integers the core produced: nothing here is client text.
+fn activity_sql(day: &str, active: &[(i64, i64)], pings: &HashMap<i64, i64>) -> [String; 2] {
+    let mut per_app: HashMap<i64, i64> = HashMap::new();
+    for (app_id, user_id) in active {
+        *per_app.entry(*app_id).or_insert(0) += pings.get(user_id).copied().unwrap_or(1);
+    }
+    let mut days = String::from("INSERT INTO app_activity_days (app_id, day, heartbeats) VALUES ");
+    for (i, (app_id, n)) in per_app.iter().enumerate() {
+        if i > 0 {
+            days.push(',');
+        }
+        let _ = write!(days, "({app_id}, '{day}', {n})");
+    }
+    days.push_str(
+        " ON CONFLICT (app_id, day) DO UPDATE SET heartbeats = app_activity_days.heartbeats + excluded.heartbeats",
+    );
+    let mut users = String::from("INSERT INTO app_active_users (app_id, day, user_id) VALUES ");
+    for (i, (app_id, user_id)) in active.iter().enumerate() {
+        if i > 0 {
+            users.push(',');
+        }
+        let _ = write!(users, "({app_id}, '{day}', {user_id})");
+    }
+    users.push_str(" ON CONFLICT (app_id, day, user_id) DO NOTHING");
+    [days, users]
 }
 
 /// The batch statement. The ids and counts are integers the core produced (never client text),
@@ -173,7 +234,8 @@ fn batch_sql(backend: DbBackend, counts: &[(i64, i64)]) -> String {
     let _ = write!(
         sql,
         ") UPDATE users SET total_pings = users.total_pings + v.n, last_seen = {now} \
-         FROM v WHERE users.id = v.id RETURNING users.id AS id, users.total_pings AS total_pings"
+         FROM v WHERE users.id = v.id \
+         RETURNING users.id AS id, users.total_pings AS total_pings, users.app_id AS app_id"
     );
     sql
 }

@@ -288,19 +288,30 @@ pub async fn reset_hwid(c: &impl ConnectionTrait, app_id: i64, user_id: i64) -> 
     Ok(res.rows_affected == 1)
 }
 
+/// `column` starts with `prefix`, compared exactly on both backends (`LIKE` folds case on SQLite
+/// and would need escaping).
+fn starts_with(
+    column: impl sea_orm::sea_query::IntoColumnRef,
+    prefix: &str,
+) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Expr, ExprTrait, Func};
+    // An `integer`, not a `bigint`: PostgreSQL has no `substr(text, integer, bigint)`.
+    let length = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+    ExprTrait::eq(Expr::expr(Func::cust("substr").arg(Expr::col(column)).arg(1).arg(length)), prefix)
+}
+
 pub async fn users_page(
     c: &impl ConnectionTrait,
     app_id: i64,
     after_id: i64,
     limit: u64,
+    username_prefix: &str,
 ) -> Result<Vec<user::Model>, CoreError> {
-    Ok(user::Entity::find()
-        .filter(user::Column::AppId.eq(app_id))
-        .filter(user::Column::Id.gt(after_id))
-        .order_by_asc(user::Column::Id)
-        .limit(limit)
-        .all(c)
-        .await?)
+    let mut query = user::Entity::find().filter(user::Column::AppId.eq(app_id));
+    if !username_prefix.is_empty() {
+        query = query.filter(starts_with(user::Column::Username, username_prefix));
+    }
+    Ok(query.filter(user::Column::Id.gt(after_id)).order_by_asc(user::Column::Id).limit(limit).all(c).await?)
 }
 
 // ---- licences -------------------------------------------------------------------------------
@@ -398,9 +409,28 @@ pub async fn licences_page(
     app_id: i64,
     after_id: i64,
     limit: u64,
+    key_prefix: &str,
+    state: crate::service::LicenceFilter,
 ) -> Result<Vec<licence::Model>, CoreError> {
-    Ok(licence::Entity::find()
-        .filter(licence::Column::AppId.eq(app_id))
+    use crate::service::LicenceFilter;
+    let mut query = licence::Entity::find().filter(licence::Column::AppId.eq(app_id));
+    if !key_prefix.is_empty() {
+        query = query.filter(starts_with(licence::Column::LicenceKey, key_prefix));
+    }
+    let now = Utc::now();
+    query = match state {
+        LicenceFilter::All => query,
+        LicenceFilter::Unused => query.filter(licence::Column::Redeemed.eq(false)),
+        LicenceFilter::Active => query
+            .filter(licence::Column::UserId.is_not_null())
+            .filter(licence::Column::Banned.eq(false))
+            .filter(licence::Column::ExpireTime.gt(now)),
+        LicenceFilter::Expired => {
+            query.filter(licence::Column::Banned.eq(false)).filter(licence::Column::ExpireTime.lte(now))
+        }
+        LicenceFilter::Banned => query.filter(licence::Column::Banned.eq(true)),
+    };
+    Ok(query
         .filter(licence::Column::Id.gt(after_id))
         .order_by_asc(licence::Column::Id)
         .limit(limit)

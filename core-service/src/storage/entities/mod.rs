@@ -6,6 +6,7 @@ pub mod app;
 pub mod app_file;
 pub mod app_signing_key;
 pub mod developer;
+pub mod developer_session;
 pub mod file_chunk;
 pub mod licence;
 pub mod user;

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261201_000001_initial;
 mod m20261203_000002_app_secret_hash;
 mod m20261203_000003_signing_keys;
+mod m20261203_000004_dashboard;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_initial::Migration),
             Box::new(m20261203_000002_app_secret_hash::Migration),
             Box::new(m20261203_000003_signing_keys::Migration),
+            Box::new(m20261203_000004_dashboard::Migration),
         ]
     }
 }
