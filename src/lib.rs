@@ -16,6 +16,10 @@ mod credential;
 mod error_code;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "pem")]
+pub mod pem;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 
@@ -23,3 +27,7 @@ pub use credential::{GATEWAY_CREDENTIAL_MIN_LEN, check_gateway_credential};
 pub use error_code::{
     ERROR_DOMAIN, ErrorCode, GATEWAY_CREDENTIAL_METADATA, RESPONSE_TOKEN_METADATA, RETRY_AFTER_METADATA,
 };
+
+/// The legacy API's timestamps (`chrono` format): UTC, `YYYY-MM-DD HH:MM:SS`, zero-padded. The
+/// deployed clients parse exactly this, in `expire_date` fields and in answers alike.
+pub const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";

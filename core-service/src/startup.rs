@@ -8,14 +8,18 @@ use std::{
     time::Duration,
 };
 
-use licensing::v1::{
-    client_service_server::ClientServiceServer, developer_service_server::DeveloperServiceServer,
+use licensing::{
+    pem::{PemError, PemFile},
+    v1::{client_service_server::ClientServiceServer, developer_service_server::DeveloperServiceServer},
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+// Still here for `cli` and other callers that found it in this module before both programs
+// shared it.
+pub use licensing::shutdown::signal as shutdown_signal;
 
 use crate::{
     grpc::{ClientApi, DeveloperApi},
@@ -77,6 +81,12 @@ pub enum StartupError {
     Tls(String),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+}
+
+impl From<PemError> for StartupError {
+    fn from(error: PemError) -> Self {
+        StartupError::Tls(error.to_string())
+    }
 }
 
 /// Cancelled calls allowed to wait for the server's accept before the connection is closed
@@ -258,44 +268,21 @@ fn server_tls_config(files: &TlsFiles, client_ca: Option<&Path>) -> Result<Serve
     // today; pinning it keeps a second backend pulled in by some other crate from turning that
     // lookup into a panic. An error only means a provider is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cert = read_pem(&files.cert, "certificate")?;
-    let key = read_pem(&files.key, "key")?;
-    let chain = CertificateDer::pem_slice_iter(&cert).collect::<Result<Vec<_>, _>>().map_err(|error| {
-        StartupError::Tls(format!("invalid TLS certificate {}: {error}", files.cert.display()))
-    })?;
-    if chain.is_empty() {
-        return Err(StartupError::Tls(format!(
-            "invalid TLS certificate {}: no PEM CERTIFICATE block",
-            files.cert.display()
-        )));
-    }
-    PrivateKeyDer::from_pem_slice(&key).map_err(|error| {
-        StartupError::Tls(format!(
-            "invalid TLS key {}: no usable PEM private key ({error})",
-            files.key.display()
-        ))
-    })?;
-    let config =
-        ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(TLS_HANDSHAKE_TIMEOUT);
+    let cert = PemFile::read(&files.cert, "TLS certificate")?;
+    let key = PemFile::read(&files.key, "TLS key")?;
+    cert.certificates()?;
+    key.private_key()?;
+    let config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert.into_bytes(), key.into_bytes()))
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
     let Some(client_ca) = client_ca else { return Ok(config) };
-    let ca = read_pem(client_ca, "client CA bundle")?;
-    let roots = CertificateDer::pem_slice_iter(&ca).collect::<Result<Vec<_>, _>>().map_err(|error| {
-        StartupError::Tls(format!("invalid TLS client CA bundle {}: {error}", client_ca.display()))
-    })?;
-    if roots.is_empty() {
-        return Err(StartupError::Tls(format!(
-            "invalid TLS client CA bundle {}: no PEM CERTIFICATE block",
-            client_ca.display()
-        )));
-    }
+    let ca = PemFile::read(client_ca, "TLS client CA bundle")?;
+    ca.certificates()?;
     // Optional: internal services without a certificate are still served, only not believed
     // about client addresses.
-    Ok(config.client_ca_root(tonic::transport::Certificate::from_pem(ca)).client_auth_optional(true))
-}
-
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, StartupError> {
-    std::fs::read(path)
-        .map_err(|error| StartupError::Tls(format!("cannot read the TLS {what} {}: {error}", path.display())))
+    Ok(config
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.into_bytes()))
+        .client_auth_optional(true))
 }
 
 /// tonic's error says only "transport error"; the reason (e.g. a key that does not match the
@@ -315,34 +302,4 @@ fn tls_error_text(files: &TlsFiles, error: &(dyn std::error::Error + 'static)) -
         cause = reason.source();
     }
     text
-}
-
-/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
-/// future is first polled, so a signal during startup (migrations) still stops cleanly.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    #[cfg(unix)]
-    let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
-    async move {
-        #[cfg(unix)]
-        {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = wait(term) => {},
-                () = wait(int) => {},
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

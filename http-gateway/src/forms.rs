@@ -17,8 +17,8 @@ use crate::error::ApiError;
 /// Largest form body accepted (everything but `upload_file`).
 pub const FORM_LIMIT: u64 = 64 * 1024;
 
-/// The legacy date format, always UTC.
-pub const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+// Kept public here: callers found it in this module before it moved to the shared crate.
+pub use licensing::DATE_FORMAT;
 
 /// A parsed form: field name to raw value, the last occurrence winning (as in PHP).
 #[derive(Debug, Default, Clone)]
@@ -219,6 +219,8 @@ pub fn app_scope(form: &Form, caller: &Caller) -> Result<v1::AppScope, ApiError>
             password: form.developer_password()?,
         }),
         origin: Some(origin(form, caller)?),
+        // The legacy API names apps by their secret only.
+        app_id: 0,
     })
 }
 
@@ -298,6 +300,9 @@ impl FromForm for v1::ListLicencesRequest {
             scope: Some(app_scope(form, caller)?),
             page_size: PAGE_SIZE,
             page_token: String::new(),
+            // The legacy `get_licences` lists every licence.
+            key_prefix: String::new(),
+            filter: v1::LicenceFilter::Unspecified.into(),
         })
     }
 }
@@ -308,6 +313,8 @@ impl FromForm for v1::ListUsersRequest {
             scope: Some(app_scope(form, caller)?),
             page_size: PAGE_SIZE,
             page_token: String::new(),
+            // The legacy `get_users` lists every user.
+            username_prefix: String::new(),
         })
     }
 }

@@ -2,14 +2,11 @@
 //! contract; every timestamp is UTC `YYYY-MM-DD HH:MM:SS`.
 
 use chrono::DateTime;
-use licensing::v1;
+use licensing::{DATE_FORMAT, v1};
 use serde::Serialize;
 use warp::{http::StatusCode, reply::Response};
 
-use crate::{
-    error::{ApiError, json_response, set_token_header},
-    forms::DATE_FORMAT,
-};
+use crate::error::{ApiError, json_response, set_token_header};
 
 const SUCCESS: &str = "success";
 

@@ -3,7 +3,6 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -12,10 +11,8 @@ use std::{
 use bytes::Buf;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use ipnet::IpNet;
-use licensing::v1::{
-    self, client_service_client::ClientServiceClient, developer_service_client::DeveloperServiceClient,
-};
-use tonic::{Status, transport::Channel};
+use licensing::v1;
+use tonic::Status;
 use warp::{
     Filter, Rejection,
     filters::path::FullPath,
@@ -25,8 +22,10 @@ use warp::{
 
 use crate::{
     client_addr::client_address,
+    core_client::CoreClient,
     error::{ApiError, handle_rejection},
     forms::{Caller, Form, FromForm},
+    listener::peer_address,
     listing, metrics, replies,
     transfer::{self, BodyStream},
 };
@@ -34,59 +33,11 @@ use crate::{
 const ACTION_PATH: &str = "/api/action.php";
 const ADMIN_PATH: &str = "/api/admin.php";
 
-/// What every handler shares: the core's clients (cheap clones of one channel) and settings.
+/// What every handler shares: the core, and how this API treats its HTTP clients.
 pub struct State {
-    pub client: ClientServiceClient<Channel>,
-    pub developer: DeveloperServiceClient<Channel>,
-    pub health: tonic_health::pb::health_client::HealthClient<Channel>,
+    pub core: CoreClient,
     pub trusted_proxies: Vec<IpNet>,
     pub max_upload_bytes: u64,
-    pub core_timeout: Duration,
-    pub gateway_credential: Option<crate::config::GatewayCredential>,
-}
-
-impl State {
-    /// A unary request, with the deadline passed on to the core.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = self.streaming_request(message);
-        request.set_timeout(self.core_timeout);
-        request
-    }
-
-    /// A request without a gRPC deadline (transfers may outlast any unary call), carrying the
-    /// gateway credential when one is configured.
-    pub fn streaming_request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(credential) = &self.gateway_credential {
-            request.metadata_mut().insert(licensing::GATEWAY_CREDENTIAL_METADATA, credential.0.clone());
-        }
-        request
-    }
-
-    /// Waits for the core at most `core_timeout`; a core that does not answer is unavailable.
-    pub async fn within_timeout<T>(
-        &self,
-        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, Status> {
-        let _in_flight = metrics::CoreCall::start();
-        self.answer_within_timeout(call).await
-    }
-
-    /// `within_timeout` for a call already counted in flight by its caller (an upload is, from
-    /// its first chunk).
-    pub async fn answer_within_timeout<T>(
-        &self,
-        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, Status> {
-        let answer = match tokio::time::timeout(self.core_timeout, call).await {
-            Ok(answer) => answer.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("the core did not answer in time")),
-        };
-        if let Err(status) = &answer {
-            metrics::core_failed(status.code());
-        }
-        answer
-    }
 }
 
 /// Everything a handler needs from the HTTP request.
@@ -109,7 +60,7 @@ fn incoming() -> impl Filter<Extract = (Incoming,), Error = Rejection> + Clone {
     let query = warp::query::raw().map(Some).or(warp::any().map(|| None)).unify();
     query
         .and(warp::header::headers_cloned())
-        .and(crate::startup::peer_address())
+        .and(peer_address())
         .and(warp::body::stream())
         .map(|query, headers, peer, body| Incoming { query, headers, peer, body: boxed_body(body) })
 }
@@ -169,7 +120,7 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn readiness(state: Arc<State>) -> Response {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-    let mut health = state.health.clone();
+    let mut health = state.core.health.clone();
     let check = health.check(HealthCheckRequest { service: String::new() });
     let serving = matches!(
         tokio::time::timeout(READINESS_TIMEOUT, check).await,
@@ -293,7 +244,7 @@ async fn client_request(
     let Some(action) = name.as_deref().and_then(ClientAction::parse) else {
         return (None, Err(unknown_action(name.as_deref(), ACTION_PATH)));
     };
-    (Some(action.name()), client_action(state, action, &form, caller).await)
+    (Some(action.name()), client_action(&state.core, action, &form, caller).await)
 }
 
 fn client_error(status: Status) -> ApiError {
@@ -301,38 +252,38 @@ fn client_error(status: Status) -> ApiError {
 }
 
 async fn client_action(
-    state: &State,
+    core: &CoreClient,
     action: ClientAction,
     form: &Form,
     caller: &Caller,
 ) -> Result<Response, ApiError> {
-    let mut core = state.client.clone();
+    let mut client = core.client.clone();
     match action {
         ClientAction::Register => {
-            let request = state.request(v1::RegisterRequest::from_form(form, caller)?);
-            let reply = state.within_timeout(core.register(request)).await.map_err(client_error)?;
+            let request = core.request(v1::RegisterRequest::from_form(form, caller)?);
+            let reply = core.within_timeout(client.register(request)).await.map_err(client_error)?;
             Ok(replies::ok_with_token(replies::success(), &reply.response_token))
         }
         ClientAction::Login => {
-            let request = state.request(v1::LoginRequest::from_form(form, caller)?);
-            let reply = state.within_timeout(core.login(request)).await.map_err(client_error)?;
+            let request = core.request(v1::LoginRequest::from_form(form, caller)?);
+            let reply = core.within_timeout(client.login(request)).await.map_err(client_error)?;
             let (body, token) = replies::login(reply)?;
             Ok(replies::ok_with_token(body, &token))
         }
         ClientAction::Connect => {
-            let request = state.request(v1::HeartbeatRequest::from_form(form, caller)?);
-            let reply = state.within_timeout(core.heartbeat(request)).await.map_err(client_error)?;
+            let request = core.request(v1::HeartbeatRequest::from_form(form, caller)?);
+            let reply = core.within_timeout(client.heartbeat(request)).await.map_err(client_error)?;
             let (body, token) = replies::connect(reply);
             Ok(replies::ok_with_token(body, &token))
         }
         ClientAction::Redeem => {
-            let request = state.request(v1::RedeemRequest::from_form(form, caller)?);
-            let reply = state.within_timeout(core.redeem(request)).await.map_err(client_error)?;
+            let request = core.request(v1::RedeemRequest::from_form(form, caller)?);
+            let reply = core.within_timeout(client.redeem(request)).await.map_err(client_error)?;
             let (body, token) = replies::redeem(reply);
             Ok(replies::ok_with_token(body, &token))
         }
         ClientAction::Download => {
-            transfer::download(state, v1::DownloadRequest::from_form(form, caller)?).await
+            transfer::download(core, v1::DownloadRequest::from_form(form, caller)?).await
         }
     }
 }
@@ -414,7 +365,9 @@ async fn admin_request(
     let query_action = action_in(&query);
     // Only here may a body exceed 64 KiB, so the action must be known before the body is read.
     if query_action.as_deref() == Some(AdminAction::UploadFile.name()) {
-        let outcome = transfer::upload(state, &incoming.headers, incoming.body, caller).await;
+        let outcome =
+            transfer::upload(&state.core, state.max_upload_bytes, &incoming.headers, incoming.body, caller)
+                .await;
         return (Some(AdminAction::UploadFile.name()), outcome);
     }
     let form = match transfer::read_form(&incoming.headers, incoming.body).await {
@@ -430,7 +383,7 @@ async fn admin_request(
                 "upload_file must be named in the query string: POST /api/admin.php?action=upload_file",
             )),
         ),
-        Some(action) => (Some(action.name()), admin_action(state, action, &form, caller).await),
+        Some(action) => (Some(action.name()), admin_action(&state.core, action, &form, caller).await),
     }
 }
 
@@ -439,82 +392,82 @@ fn developer_error(status: Status) -> ApiError {
 }
 
 async fn admin_action(
-    state: &State,
+    core: &CoreClient,
     action: AdminAction,
     form: &Form,
     caller: &Caller,
 ) -> Result<Response, ApiError> {
-    let mut core = state.developer.clone();
+    let mut client = core.developer.clone();
     let success = || Ok(replies::ok(&replies::success()));
     match action {
         AdminAction::GetAppData => {
-            let request = state.request(v1::GetAppRequest::from_form(form, caller)?);
-            let app = state.within_timeout(core.get_app(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::GetAppRequest::from_form(form, caller)?);
+            let app = core.within_timeout(client.get_app(request)).await.map_err(developer_error)?;
             Ok(replies::ok(&replies::app_data(app)))
         }
         AdminAction::RenewSecret => {
-            let request = state.request(v1::RenewSecretRequest::from_form(form, caller)?);
-            let app = state.within_timeout(core.renew_secret(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::RenewSecretRequest::from_form(form, caller)?);
+            let app = core.within_timeout(client.renew_secret(request)).await.map_err(developer_error)?;
             Ok(replies::ok(&replies::secret(app)))
         }
         AdminAction::ChangeStatus => {
-            let request = state.request(v1::SetAppOnlineRequest::from_form(form, caller)?);
-            state.within_timeout(core.set_app_online(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::SetAppOnlineRequest::from_form(form, caller)?);
+            core.within_timeout(client.set_app_online(request)).await.map_err(developer_error)?;
             success()
         }
         AdminAction::ChangeVersion => {
-            let request = state.request(v1::SetAppVersionRequest::from_form(form, caller)?);
-            state.within_timeout(core.set_app_version(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::SetAppVersionRequest::from_form(form, caller)?);
+            core.within_timeout(client.set_app_version(request)).await.map_err(developer_error)?;
             success()
         }
         AdminAction::GetLicences => {
             let request = v1::ListLicencesRequest::from_form(form, caller)?;
             let request = v1::StreamLicencesRequest { scope: request.scope, page_size: LIST_PAGE_SIZE };
-            let pages = state
-                .within_timeout(core.stream_licences(state.request(request)))
+            let pages = core
+                .within_timeout(client.stream_licences(core.request(request)))
                 .await
                 .map_err(developer_error)?;
-            listing::json_array(pages, state.core_timeout, licence_rows, ApiError::from_status).await
+            listing::json_array(pages, core.timeout, licence_rows, ApiError::from_status).await
         }
         AdminAction::GetUsers => {
             let request = v1::ListUsersRequest::from_form(form, caller)?;
             let request = v1::StreamUsersRequest { scope: request.scope, page_size: LIST_PAGE_SIZE };
-            let pages = state
-                .within_timeout(core.stream_users(state.request(request)))
+            let pages = core
+                .within_timeout(client.stream_users(core.request(request)))
                 .await
                 .map_err(developer_error)?;
-            listing::json_array(pages, state.core_timeout, user_rows, ApiError::from_status).await
+            listing::json_array(pages, core.timeout, user_rows, ApiError::from_status).await
         }
         AdminAction::CreateLicences => {
-            let request = state.request(v1::CreateLicencesRequest::from_form(form, caller)?);
+            let request = core.request(v1::CreateLicencesRequest::from_form(form, caller)?);
             let created =
-                state.within_timeout(core.create_licences(request)).await.map_err(developer_error)?;
+                core.within_timeout(client.create_licences(request)).await.map_err(developer_error)?;
             let keys: Vec<String> = created.licences.into_iter().map(|l| l.key).collect();
             Ok(replies::ok(&keys))
         }
         AdminAction::DeleteLicence => {
-            let request = state.request(v1::DeleteLicenceRequest::from_form(form, caller)?);
-            state.within_timeout(core.delete_licence(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::DeleteLicenceRequest::from_form(form, caller)?);
+            core.within_timeout(client.delete_licence(request)).await.map_err(developer_error)?;
             success()
         }
         AdminAction::BanLicence => {
-            let request = state.request(v1::BanLicenceRequest::from_form(form, caller)?);
-            state.within_timeout(core.ban_licence(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::BanLicenceRequest::from_form(form, caller)?);
+            core.within_timeout(client.ban_licence(request)).await.map_err(developer_error)?;
             success()
         }
         AdminAction::UnbanLicence => {
-            let request = state.request(v1::UnbanLicenceRequest::from_form(form, caller)?);
-            state.within_timeout(core.unban_licence(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::UnbanLicenceRequest::from_form(form, caller)?);
+            core.within_timeout(client.unban_licence(request)).await.map_err(developer_error)?;
             success()
         }
         AdminAction::DeleteUser => {
-            let request = state.request(v1::DeleteUserRequest::from_form(form, caller)?);
-            state.within_timeout(core.delete_user(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::DeleteUserRequest::from_form(form, caller)?);
+            core.within_timeout(client.delete_user(request)).await.map_err(developer_error)?;
             success()
         }
         AdminAction::ResetHwid => {
-            let request = state.request(v1::ResetHwidRequest::from_form(form, caller)?);
-            state.within_timeout(core.reset_hwid(request)).await.map_err(developer_error)?;
+            let request = core.request(v1::ResetHwidRequest::from_form(form, caller)?);
+            core.within_timeout(client.reset_hwid(request)).await.map_err(developer_error)?;
             success()
         }
         // Routed to the streaming path before the body is read; never reaches here.

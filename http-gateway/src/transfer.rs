@@ -16,10 +16,10 @@ use warp::{
 };
 
 use crate::{
+    core_client::CoreClient,
     error::{ApiError, set_token_header},
     forms::{Caller, FORM_LIMIT, Form, FromForm, multipart_boundary, multipart_error},
     metrics, replies,
-    routes::State,
 };
 
 /// A request body as warp hands it over.
@@ -138,13 +138,13 @@ pub fn content_disposition(filename: &str) -> HeaderValue {
 }
 
 /// Streams the app's binary: the core's `info` decides the headers, its chunks the body.
-pub async fn download(state: &State, request: v1::DownloadRequest) -> Result<Response, ApiError> {
-    let mut client = state.client.clone();
+pub async fn download(core: &CoreClient, request: v1::DownloadRequest) -> Result<Response, ApiError> {
+    let mut client = core.client.clone();
     // No gRPC deadline: a large binary to a slow client may take longer than any unary call.
-    let call = client.download(state.streaming_request(request));
+    let call = client.download(core.streaming_request(request));
     let mut stream =
-        state.within_timeout(call).await.map_err(|status| ApiError::from_client_status(&status))?;
-    let first = match tokio::time::timeout(state.core_timeout, stream.message()).await {
+        core.within_timeout(call).await.map_err(|status| ApiError::from_client_status(&status))?;
+    let first = match tokio::time::timeout(core.timeout, stream.message()).await {
         Err(_) => return Err(ApiError::unavailable()),
         Ok(Err(status)) => return Err(ApiError::from_client_status(&status)),
         Ok(Ok(first)) => replies::required(first, "DownloadResponse.info")?,
@@ -155,7 +155,7 @@ pub async fn download(state: &State, request: v1::DownloadRequest) -> Result<Res
     };
 
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    tokio::spawn(forward_download(stream, info.size, state.core_timeout, tx));
+    tokio::spawn(forward_download(stream, info.size, core.timeout, tx));
 
     let mut response = warp::reply::stream(ReceiverStream::new(rx)).into_response();
     let headers = response.headers_mut();
@@ -223,14 +223,15 @@ fn missing_file() -> ApiError {
     )
 }
 
-/// Streams a multipart upload into the core's client-streaming `UploadFile`.
+/// Streams a multipart upload of at most `limit` bytes into the core's client-streaming
+/// `UploadFile`.
 pub async fn upload(
-    state: &State,
+    core: &CoreClient,
+    limit: u64,
     headers: &HeaderMap,
     body: BodyStream,
     caller: &Caller,
 ) -> Result<Response, ApiError> {
-    let limit = state.max_upload_bytes;
     if let Some(declared) = content_length(headers)
         && declared > limit
     {
@@ -276,8 +277,8 @@ pub async fn upload(
     if tx.send(opening).await.is_err() {
         return Err(ApiError::internal());
     }
-    let mut client = state.developer.clone();
-    let call = client.upload_file(state.streaming_request(ReceiverStream::new(rx)));
+    let mut client = core.developer.clone();
+    let call = client.upload_file(core.streaming_request(ReceiverStream::new(rx)));
     let _in_flight = metrics::CoreCall::start();
     let pump = pump_upload(file, tx);
     tokio::pin!(call, pump);
@@ -287,7 +288,7 @@ pub async fn upload(
             // On failure, returning drops the call mid-stream: the core sees a cancelled upload,
             // never a short file that looks complete.
             pumped?;
-            state.answer_within_timeout(call).await
+            core.answer_within_timeout(call).await
         }
         answer = &mut call => {
             // The core answered before the end of the file (bad credentials, too large):
