@@ -1192,9 +1192,22 @@ async fn offline_lease(backend: Backend) {
     assert!(proxied.connect_or_lease(&max).await.expect_err("no lease left").is_transport());
     expect_ok(&stack.admin(&fx, "unban_licence", &format!("licence_key={key}")).await);
 
-    // The gateway stops: the direct client runs on its lease until `exp`, and not a second
-    // longer.
+    // The core stops behind a running gateway, which answers its own unsigned `503
+    // unavailable`: the service is unreachable all the same, and the lease applies.
     let TestStack { core, gw } = stack;
+    core.stop().await;
+    let down = direct.connect(&max).await.expect_err("the core is down");
+    assert!(
+        matches!(down, Error::Verify(VerifyError::MissingToken { http_status: 503, .. })),
+        "the gateway's own answer: {down:?}"
+    );
+    match direct.connect_or_lease(&max).await.expect("the lease") {
+        Session::Offline(offline) => assert_eq!(offline, lease),
+        Session::Online(beat) => panic!("the core is stopped, yet {beat:?}"),
+    }
+
+    // The gateway stops too: the direct client runs on its lease until `exp`, and not a second
+    // longer.
     gw.stop().await;
     match direct.connect_or_lease(&max).await.expect("the lease") {
         Session::Offline(offline) => assert_eq!(offline, lease),
@@ -1218,5 +1231,4 @@ async fn offline_lease(backend: Backend) {
     clock.set_offset(0);
     restarted.restore_lease(&max, lease.token()).expect("still valid now");
     assert!(matches!(restarted.connect_or_lease(&max).await, Ok(Session::Offline(_))));
-    core.stop().await;
 }

@@ -851,8 +851,9 @@ impl Client {
         *self.lease_slot() = None;
     }
 
-    /// Sends a heartbeat; when the service cannot be reached (a transport error, and only then),
-    /// falls back to this user's lease if it is still valid by the client's clock. A refusal or
+    /// Sends a heartbeat; when the service cannot be reached (a transport error, or the gateway's
+    /// unsigned `503 unavailable` while its core is down, and only then), falls back to this
+    /// user's lease if it is still valid by the client's clock. A refusal or
     /// an answer failing verification is returned as the error it is, never replaced by the
     /// lease; so is the transport error when there is no valid lease.
     ///
@@ -875,14 +876,14 @@ impl Client {
     pub async fn connect_or_lease(&self, credentials: &Credentials) -> Result<Session, Error> {
         match self.connect(credentials).await {
             Ok(beat) => Ok(Session::Online(beat)),
-            Err(Error::Transport(error)) => {
+            Err(error) if service_unreachable(&error) => {
                 let now = self.inner.clock.now();
                 let lease = self.lease_slot().clone().filter(|lease| {
                     lease.username == credentials.username
                         && credentials.hwid.as_ref().is_none_or(|hwid| lease.hwid.as_ref() == Some(hwid))
                         && lease.valid_at(now)
                 });
-                lease.map(Session::Offline).ok_or(Error::Transport(error))
+                lease.map(Session::Offline).ok_or(error)
             }
             Err(other) => Err(other),
         }
@@ -1181,5 +1182,19 @@ mod tests {
         let b = random_hex::<16>().expect("rng");
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
+    }
+}
+
+/// Whether an error means the service could not be reached: a transport failure, or the gateway's
+/// own unsigned `503 unavailable` (its core is down). Falling back to a lease then is safe even if
+/// the answer was forged: the lease itself was verified when it was granted, and an attacker able
+/// to forge that answer could as well cut the connection.
+fn service_unreachable(error: &Error) -> bool {
+    match error {
+        Error::Transport(_) => true,
+        Error::Verify(VerifyError::MissingToken { http_status: 503, status }) => {
+            status.as_deref().is_none_or(|s| s == "unavailable")
+        }
+        _ => false,
     }
 }
