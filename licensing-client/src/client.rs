@@ -1127,6 +1127,20 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Whether an error means the service could not be reached: a transport failure, or the gateway's
+/// own unsigned `503 unavailable` (its core is down). Falling back to a lease then is safe even if
+/// the answer was forged: the lease itself was verified when it was granted, and an attacker able
+/// to forge that answer could as well cut the connection.
+fn service_unreachable(error: &Error) -> bool {
+    match error {
+        Error::Transport(_) => true,
+        Error::Verify(VerifyError::MissingToken { http_status: 503, status }) => {
+            status.as_deref().is_none_or(|s| s == "unavailable")
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1182,19 +1196,5 @@ mod tests {
         let b = random_hex::<16>().expect("rng");
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
-    }
-}
-
-/// Whether an error means the service could not be reached: a transport failure, or the gateway's
-/// own unsigned `503 unavailable` (its core is down). Falling back to a lease then is safe even if
-/// the answer was forged: the lease itself was verified when it was granted, and an attacker able
-/// to forge that answer could as well cut the connection.
-fn service_unreachable(error: &Error) -> bool {
-    match error {
-        Error::Transport(_) => true,
-        Error::Verify(VerifyError::MissingToken { http_status: 503, status }) => {
-            status.as_deref().is_none_or(|s| s == "unavailable")
-        }
-        _ => false,
     }
 }
