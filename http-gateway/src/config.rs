@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     /// Longest a client may take to send a request's headers, and so also the longest a
     /// kept-alive HTTP/1 connection may sit idle before its next request.
     pub header_read_timeout: Duration,
+    /// Serve the developers' web dashboard under `/dashboard`.
+    pub dashboard: bool,
 }
 
 /// PEM files of a TLS server identity.
@@ -72,6 +74,7 @@ impl GatewayConfig {
             core_client_identity: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            dashboard: true,
         }
     }
 }
@@ -160,6 +163,17 @@ pub struct Cli {
     /// PEM bundle of the CAs that sign the cores' certificates, for `https://` core URLs.
     #[arg(long, env = "GATEWAY_CORE_CA", value_name = "PATH")]
     pub core_ca: Option<PathBuf>,
+
+    /// Serve the developers' web dashboard under /dashboard (`on` or `off`).
+    #[arg(long, env = "GATEWAY_DASHBOARD", value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub dashboard: Switch,
+}
+
+/// A feature switched `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// The credential as gRPC metadata, checked when configured. Never printed.
@@ -282,6 +296,7 @@ impl TryFrom<Cli> for GatewayConfig {
             },
             max_connections: cli.max_connections as usize,
             header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
+            dashboard: cli.dashboard == Switch::On,
         })
     }
 }
@@ -373,5 +388,14 @@ mod tests {
         assert_eq!(config.core_urls, ["http://127.0.0.1:1"]);
         assert_eq!(config.max_upload_bytes, 536_870_912);
         assert_eq!((config.tls, config.core_ca), (None, None));
+        assert!(config.dashboard, "the dashboard is on unless switched off");
+    }
+
+    #[test]
+    fn dashboard_switch() {
+        assert!(parse(&[]).unwrap().dashboard);
+        assert!(parse(&["--dashboard", "on"]).unwrap().dashboard);
+        assert!(!parse(&["--dashboard", "off"]).unwrap().dashboard);
+        assert!(parse(&["--dashboard", "maybe"]).is_err());
     }
 }

@@ -4,10 +4,12 @@
 
 // Imports run one way (`startup` -> `routes` -> `transfer` -> `core_client`, and `listener`
 // below `startup` and `routes`), so a second face can sit beside `routes` on the same core client
-// and listener without either knowing it is there.
+// and listener without either knowing it is there: `dashboard` is that face (`startup` ->
+// `dashboard` -> `transfer` -> `core_client`).
 mod client_addr;
 pub mod config;
 mod core_client;
+mod dashboard;
 pub mod error;
 pub mod forms;
 mod listener;

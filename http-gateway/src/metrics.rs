@@ -23,7 +23,7 @@ static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
     GatewayMetrics {
         requests: m.counter_vec(
             "licensing_gateway_requests_total",
-            "API requests answered, by path, action (- when none was recognised) and outcome code (success or the error code).",
+            "API and dashboard requests answered, by path, action (- when none was recognised) and outcome code (success or the error code).",
             &["path", "action", "code"],
         ),
         request_seconds: m.histogram_vec(
@@ -34,7 +34,7 @@ static METRICS: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         ),
         bytes_streamed: m.counter_vec(
             "licensing_gateway_bytes_streamed_total",
-            "Bytes streamed between clients and the core: download (file bytes sent), upload (file bytes received), listing (JSON bytes of get_licences and get_users).",
+            "Bytes streamed between clients and the core: download (file bytes sent), upload (file bytes received), listing (JSON bytes of get_licences and get_users, CSV bytes of the dashboard's licence export).",
             &["kind"],
         ),
         core_in_flight: m.gauge(

@@ -4,10 +4,12 @@ use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
+use warp::Filter;
 
 use crate::{
     config::GatewayConfig,
     core_client::{CoreClient, SetupError},
+    dashboard::{self, CookiePolicy, Dashboard},
     listener::{self, ClientLimits},
     routes::{State, routes},
 };
@@ -47,6 +49,7 @@ pub struct Gateway {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<State>,
+    dashboard: Option<Arc<Dashboard>>,
     shutdown_grace: Duration,
     /// `Some` serves HTTPS.
     tls: Option<TlsAcceptor>,
@@ -63,6 +66,15 @@ impl Gateway {
         let (listener, local_addr) = listener::bind(config.listen)
             .await
             .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        // The dashboard's session cookie takes the `__Host-` form (Secure) when served over TLS.
+        let dashboard = config.dashboard.then(|| {
+            Arc::new(Dashboard::new(
+                core.clone(),
+                config.trusted_proxies.clone(),
+                config.max_upload_bytes,
+                CookiePolicy { secure: tls.is_some() },
+            ))
+        });
         let state = State {
             core,
             trusted_proxies: config.trusted_proxies,
@@ -72,6 +84,7 @@ impl Gateway {
             listener,
             local_addr,
             state: Arc::new(state),
+            dashboard,
             shutdown_grace: config.shutdown_grace,
             tls,
             limits: ClientLimits {
@@ -107,7 +120,10 @@ impl Gateway {
             let _ = server_stop.wait_for(|stop| *stop).await;
             tracing::info!("shutting down: finishing in-flight requests");
         };
-        let server = listener::serve(self.listener, self.tls, routes(self.state), stopping, self.limits);
+        // The dashboard answers every path under /dashboard; everything else (and all of it when
+        // the dashboard is off) goes on to the legacy API's routes.
+        let faces = dashboard::routes(self.dashboard).or(routes(self.state)).unify();
+        let server = listener::serve(self.listener, self.tls, faces, stopping, self.limits);
         let grace = self.shutdown_grace;
         let mut deadline_stop = stop_rx;
         let deadline = async move {

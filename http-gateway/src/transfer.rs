@@ -9,7 +9,7 @@ use licensing::v1::{self, DownloadResponse, UploadFileRequest, download_response
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
+use tonic::{Streaming, metadata::AsciiMetadataValue};
 use warp::{
     http::{HeaderMap, HeaderValue, header},
     reply::{Reply, Response},
@@ -224,7 +224,7 @@ fn missing_file() -> ApiError {
 }
 
 /// Streams a multipart upload of at most `limit` bytes into the core's client-streaming
-/// `UploadFile`.
+/// `UploadFile`, for the legacy API: the developer's credentials are fields of the form.
 pub async fn upload(
     core: &CoreClient,
     limit: u64,
@@ -232,17 +232,46 @@ pub async fn upload(
     body: BodyStream,
     caller: &Caller,
 ) -> Result<Response, ApiError> {
+    upload_file(core, limit, headers, body, |form: &Form| {
+        Ok::<_, ApiError>(UploadStart {
+            header: v1::UploadFileHeader::from_form(form, caller)?,
+            authorization: None,
+        })
+    })
+    .await?;
+    Ok(replies::ok(&replies::success()))
+}
+
+/// How an upload opens, decided from the form fields that precede the file: the header message
+/// (the file name is filled in from the file part), and the `authorization` metadata of a
+/// caller who presents a bearer credential rather than fields.
+pub struct UploadStart {
+    pub header: v1::UploadFileHeader,
+    pub authorization: Option<AsciiMetadataValue>,
+}
+
+/// Streams a multipart upload of at most `limit` bytes into the core's client-streaming
+/// `UploadFile`, whichever face of the gateway received it. The fields before the part named
+/// `file` (at most the form limit together) are handed to `start`, which may refuse the upload
+/// before a byte of the file goes to the core.
+pub async fn upload_file<E: From<ApiError>>(
+    core: &CoreClient,
+    limit: u64,
+    headers: &HeaderMap,
+    body: BodyStream,
+    start: impl FnOnce(&Form) -> Result<UploadStart, E>,
+) -> Result<v1::FileInfo, E> {
     if let Some(declared) = content_length(headers)
         && declared > limit
     {
         if declared - limit <= DRAIN_BYTES && !expects_continue(headers) {
             drain(body, declared).await;
         }
-        return Err(ApiError::payload_too_large(limit));
+        return Err(ApiError::payload_too_large(limit).into());
     }
     let Some(boundary) = header_text(headers, header::CONTENT_TYPE).and_then(multipart_boundary) else {
         drain(body, DRAIN_BYTES).await;
-        return Err(missing_file());
+        return Err(missing_file().into());
     };
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new().whole_stream(limit).per_field(FORM_LIMIT).for_field("file", limit),
@@ -254,7 +283,7 @@ pub async fn upload(
     let mut form_bytes = 0u64;
     let file = loop {
         let Some(field) = multipart.next_field().await.map_err(multipart_error)? else {
-            return Err(missing_file());
+            return Err(missing_file().into());
         };
         if field.name() == Some("file") {
             break field;
@@ -263,22 +292,34 @@ pub async fn upload(
         let value = field.bytes().await.map_err(multipart_error)?;
         form_bytes += value.len() as u64;
         if form_bytes > FORM_LIMIT {
-            return Err(ApiError::payload_too_large(FORM_LIMIT));
+            return Err(ApiError::payload_too_large(FORM_LIMIT).into());
         }
         if let Some(name) = name {
             form.insert(name, value);
         }
     };
-    let mut header = v1::UploadFileHeader::from_form(&form, caller)?;
+    let UploadStart { mut header, authorization } = match start(&form) {
+        Ok(opened) => opened,
+        Err(refused) => {
+            // Refused before a byte went to the core: read on briefly so the client, still
+            // sending, is listening when the answer goes out.
+            let _ = tokio::time::timeout(DRAIN_TIME, drain_field(file)).await;
+            return Err(refused);
+        }
+    };
     header.filename = file.file_name().unwrap_or_default().to_owned();
 
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let opening = UploadFileRequest { payload: Some(upload_file_request::Payload::Header(header)) };
     if tx.send(opening).await.is_err() {
-        return Err(ApiError::internal());
+        return Err(ApiError::internal().into());
     }
     let mut client = core.developer.clone();
-    let call = client.upload_file(core.streaming_request(ReceiverStream::new(rx)));
+    let mut request = core.streaming_request(ReceiverStream::new(rx));
+    if let Some(authorization) = authorization {
+        request.metadata_mut().insert("authorization", authorization);
+    }
+    let call = client.upload_file(request);
     let _in_flight = metrics::CoreCall::start();
     let pump = pump_upload(file, tx);
     tokio::pin!(call, pump);
@@ -297,8 +338,18 @@ pub async fn upload(
             answer.map(tonic::Response::into_inner).inspect_err(|status| metrics::core_failed(status.code()))
         }
     };
-    answer.map_err(|status| ApiError::from_status(&status))?;
-    Ok(replies::ok(&replies::success()))
+    Ok(answer.map_err(|status| ApiError::from_status(&status))?)
+}
+
+/// Reads and drops up to [`DRAIN_BYTES`] of a part nobody will use.
+async fn drain_field(mut field: multer::Field<'static>) {
+    let mut seen = 0u64;
+    while let Ok(Some(chunk)) = field.chunk().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_BYTES {
+            break;
+        }
+    }
 }
 
 /// Copies the `file` part into the gRPC stream. Once the core stops listening, the rest of the

@@ -30,6 +30,8 @@ pub struct Bar {
 pub struct Label {
     pub x: u32,
     pub text: String,
+    /// Which end of the text sits at `x`: `start`, `middle` or `end` (a class of the stylesheet).
+    pub anchor: &'static str,
 }
 
 /// The whole chart.
@@ -80,13 +82,13 @@ pub fn chart(days: &[ActivityDay]) -> Chart {
     // The first and last day, and one in the middle: enough to read the dates off.
     let mut labels = Vec::new();
     if let (Some(first), Some(last)) = (bars.first(), bars.last()) {
-        labels.push(Label { x: first.x, text: first.day.clone() });
+        labels.push(Label { x: first.x, text: first.day.clone(), anchor: "start" });
         if bars.len() > 2 {
             let middle = &bars[bars.len() / 2];
-            labels.push(Label { x: middle.x, text: middle.day.clone() });
+            labels.push(Label { x: middle.x + middle.width / 2, text: middle.day.clone(), anchor: "middle" });
         }
         if bars.len() > 1 {
-            labels.push(Label { x: last.x + last.width, text: last.day.clone() });
+            labels.push(Label { x: last.x + last.width, text: last.day.clone(), anchor: "end" });
         }
     }
     Chart { bars, labels, max, width: WIDTH, height: HEIGHT, baseline, label_y: HEIGHT - 4 }

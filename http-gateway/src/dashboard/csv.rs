@@ -6,7 +6,7 @@ use std::{io, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, stream};
-use licensing::v1::{ListLicencesResponse, Licence};
+use licensing::v1::{Licence, ListLicencesResponse};
 use tonic::Streaming;
 
 use super::pages::{licence_status, timestamp_text};

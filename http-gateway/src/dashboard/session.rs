@@ -39,8 +39,13 @@ impl CookiePolicy {
 
     /// The `Set-Cookie` value that opens a session for `max_age_secs`.
     pub fn open(self, session: &Session, max_age_secs: i64) -> Option<HeaderValue> {
-        let value =
-            format!("{}={}; {}; Max-Age={}", self.name(), session.token, self.attributes(), max_age_secs.max(0));
+        let value = format!(
+            "{}={}; {}; Max-Age={}",
+            self.name(),
+            session.token,
+            self.attributes(),
+            max_age_secs.max(0)
+        );
         HeaderValue::from_str(&value).ok()
     }
 
@@ -138,8 +143,16 @@ mod tests {
 
     #[test]
     fn only_token_shaped_values_count() {
-        for bad in ["", "ses_", "lic_abc", "ses_a b", "ses_a;b", "ses_é", "ses_a\"", &format!("ses_{}", "a".repeat(300))]
-        {
+        for bad in [
+            "",
+            "ses_",
+            "lic_abc",
+            "ses_a b",
+            "ses_a;b",
+            "ses_é",
+            "ses_a\"",
+            &format!("ses_{}", "a".repeat(300)),
+        ] {
             assert!(Session::from_token(bad).is_none(), "{bad:?}");
         }
     }
