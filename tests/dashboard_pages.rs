@@ -250,16 +250,28 @@ async fn csrf(backend: Backend) {
     for reply in &refused {
         assert_eq!((reply.status, h1(reply).as_str()), (403, "Forbidden"), "{reply}");
     }
-    // A form of another site is refused even with the token.
-    let cross = browser
+    // A form of another site, or of another origin of this site, is refused even with the token.
+    for site in ["cross-site", "same-site"] {
+        let cross = browser
+            .send(
+                browser
+                    .request(Method::POST, &online)
+                    .header("sec-fetch-site", site)
+                    .form(&[("csrf", browser.csrf().await.as_str()), ("online", "0")]),
+            )
+            .await;
+        assert_eq!(cross.status, 403, "{site}");
+    }
+    // Sign-in from another origin of the same site (login CSRF) is refused too.
+    let login = browser
         .send(
             browser
-                .request(Method::POST, &online)
-                .header("sec-fetch-site", "cross-site")
-                .form(&[("csrf", browser.csrf().await.as_str()), ("online", "0")]),
+                .request(Method::POST, "/dashboard/login")
+                .header("sec-fetch-site", "same-site")
+                .form(&[("username", fx.developer.as_str()), ("password", fx.password.as_str())]),
         )
         .await;
-    assert_eq!(cross.status, 403);
+    assert_eq!(login.status, 403);
     let page = browser.get(&format!("/dashboard/apps/{}", fx.app_id)).await;
     assert_eq!(text_of(&page.text(), "online-status").as_deref(), Some("online"), "nothing changed");
 

@@ -216,11 +216,15 @@ pub(super) async fn dispatch(dash: &Dashboard, incoming: Incoming) -> (&'static 
     }
 }
 
+/// Whether the browser says the form came from another origin. `same-site` counts too: another
+/// port or subdomain of the same host could otherwise sign a victim into the attacker's account
+/// (the sign-in form has no session to bind a CSRF token to). Browsers that send no
+/// `Sec-Fetch-Site` rely on the CSRF token alone.
 fn cross_site(headers: &HeaderMap) -> bool {
     headers
         .get("sec-fetch-site")
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
+        .is_some_and(|site| !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none"))
 }
 
 async fn serve(cx: &Cx<'_>, route: Route, query: &Form, headers: &HeaderMap, body: BodyStream) -> Outcome {
