@@ -295,6 +295,18 @@ async fn activity_and_file(backend: Backend) {
                 .expect("heartbeat");
         }
     }
+    // Concurrent pings share batches (and their aggregate upserts): none is lost from the day.
+    let burst: Vec<_> = (0..24)
+        .map(|i| {
+            let mut client = client.clone();
+            let (app, name) = if i % 2 == 0 { (&fx, "ann") } else { (&fx, "ben") };
+            let auth = app.user(name, &format!("{name}-pw"), "");
+            tokio::spawn(async move { client.heartbeat(pb::HeartbeatRequest { auth, origin: None }).await })
+        })
+        .collect();
+    for ping in burst {
+        ping.await.expect("joined").expect("heartbeat");
+    }
     let days = dev
         .get_activity(with_bearer(&token, pb::GetActivityRequest { scope: by_id(fx.app_id), days: 0 }))
         .await
@@ -304,7 +316,7 @@ async fn activity_and_file(backend: Backend) {
     assert_eq!(days.len(), 30);
     let today = days.last().expect("today");
     assert_eq!(today.day, chrono::Utc::now().format("%Y-%m-%d").to_string());
-    assert_eq!((today.heartbeats, today.active_users), (4, 2), "this app's pings only, users counted once");
+    assert_eq!((today.heartbeats, today.active_users), (28, 2), "this app's pings only, users counted once");
     assert!(days[..29].iter().all(|d| d.heartbeats == 0 && d.active_users == 0));
     assert!(days.windows(2).all(|w| w[0].day < w[1].day), "oldest first");
     expect_code(

@@ -164,21 +164,22 @@ fn per_user(batch: &[Ping]) -> Vec<(i64, i64)> {
 /// (heartbeats, and which users were active) that the dashboard charts. Answers each user's new
 /// total.
 async fn write(db: &DatabaseConnection, counts: &[(i64, i64)]) -> Result<HashMap<i64, i64>, sea_orm::DbErr> {
-    use sea_orm::TransactionTrait;
     let backend = db.get_database_backend();
     let now = Utc::now();
+    let day = now.format("%Y-%m-%d").to_string();
+    if backend == DbBackend::Postgres {
+        // One statement, so one round trip: the aggregates ride on the update as
+        // data-modifying CTEs, in its implicit transaction.
+        let sql = postgres_batch_sql(counts);
+        let rows =
+            db.query_all_raw(Statement::from_sql_and_values(backend, sql, [now.into(), day.into()])).await?;
+        return totals_of(rows).map(|(totals, _)| totals);
+    }
+    use sea_orm::TransactionTrait;
     let txn = db.begin().await?;
     let statement = Statement::from_sql_and_values(backend, batch_sql(backend, counts), [now.into()]);
-    let rows = txn.query_all_raw(statement).await?;
-    let mut totals = HashMap::with_capacity(rows.len());
-    let mut active: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
-    for row in rows {
-        let user_id = row.try_get::<i64>("", "id")?;
-        totals.insert(user_id, row.try_get::<i64>("", "total_pings")?);
-        active.push((row.try_get::<i64>("", "app_id")?, user_id));
-    }
+    let (totals, active) = totals_of(txn.query_all_raw(statement).await?)?;
     if !active.is_empty() {
-        let day = now.format("%Y-%m-%d").to_string();
         let pings: HashMap<i64, i64> = counts.iter().copied().collect();
         for sql in activity_sql(&day, &active, &pings) {
             txn.execute_raw(Statement::from_string(backend, sql)).await?;
@@ -186,6 +187,46 @@ async fn write(db: &DatabaseConnection, counts: &[(i64, i64)]) -> Result<HashMap
     }
     txn.commit().await?;
     Ok(totals)
+}
+
+/// Each user's new total, and (app, user) of every user counted.
+#[allow(clippy::type_complexity)]
+fn totals_of(
+    rows: Vec<sea_orm::QueryResult>,
+) -> Result<(HashMap<i64, i64>, Vec<(i64, i64)>), sea_orm::DbErr> {
+    let mut totals = HashMap::with_capacity(rows.len());
+    let mut active = Vec::with_capacity(rows.len());
+    for row in rows {
+        let user_id = row.try_get::<i64>("", "id")?;
+        totals.insert(user_id, row.try_get::<i64>("", "total_pings")?);
+        active.push((row.try_get::<i64>("", "app_id")?, user_id));
+    }
+    Ok((totals, active))
+}
+
+/// The PostgreSQL batch: the counters' update, then both aggregates from what it returned.
+/// `$1` is the time, `$2` the day; the ids and counts inline are integers the core produced.
+fn postgres_batch_sql(counts: &[(i64, i64)]) -> String {
+    let mut sql = String::with_capacity(512 + counts.len() * 16);
+    sql.push_str("WITH v(id, n) AS (VALUES ");
+    for (i, (user_id, n)) in counts.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        let _ = write!(sql, "({user_id}, {n})");
+    }
+    sql.push_str(
+        "), u AS (UPDATE users SET total_pings = users.total_pings + v.n, last_seen = $1 FROM v \
+         WHERE users.id = v.id RETURNING users.id AS id, users.total_pings AS total_pings, \
+         users.app_id AS app_id, v.n AS n), \
+         d AS (INSERT INTO app_activity_days (app_id, day, heartbeats) \
+         SELECT app_id, $2, SUM(n) FROM u GROUP BY app_id \
+         ON CONFLICT (app_id, day) DO UPDATE SET heartbeats = app_activity_days.heartbeats + excluded.heartbeats), \
+         a AS (INSERT INTO app_active_users (app_id, day, user_id) SELECT app_id, $2, id FROM u \
+         ON CONFLICT (app_id, day, user_id) DO NOTHING) \
+         SELECT id, total_pings, app_id FROM u",
+    );
+    sql
 }
 
 /// The aggregate upserts of a batch. `day` is the core's own `YYYY-MM-DD`; ids and counts are
