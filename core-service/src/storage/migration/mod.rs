@@ -7,6 +7,7 @@ mod m20261201_000001_initial;
 mod m20261203_000002_app_secret_hash;
 mod m20261203_000003_signing_keys;
 mod m20261203_000004_dashboard;
+mod m20261203_000005_licence_key_prefix;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_app_secret_hash::Migration),
             Box::new(m20261203_000003_signing_keys::Migration),
             Box::new(m20261203_000004_dashboard::Migration),
+            Box::new(m20261203_000005_licence_key_prefix::Migration),
         ]
     }
 }
