@@ -180,13 +180,26 @@ pub fn pool_usage(db: &DatabaseConnection) -> (i64, i64) {
 /// How long SQLite waits for another connection's lock before a statement fails.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every pool shares: the URL, the timeouts, no statement logging.
+/// A pooled PostgreSQL connection idle at least this long is pinged before use.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// What every pool shares: the URL, the timeouts, no statement logging, and no ping before every
+/// use. The pool's default pings each connection it hands out: one more round trip per query
+/// (on PostgreSQL, to the server; on SQLite, to the connection's worker thread), which cost the
+/// heartbeat and the refused path more than their query. A PostgreSQL connection that sat idle
+/// is still pinged first, since a server restart or a proxy may have dropped it; a SQLite
+/// connection cannot be dropped.
 fn base_options(config: &DbConfig) -> ConnectOptions {
     let mut options = ConnectOptions::new(config.url.clone());
     options
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(config.acquire_timeout)
         .sqlx_logging(false);
+    if config.is_sqlite() {
+        options.test_before_acquire(false);
+    } else {
+        options.test_before_acquire_if_idle_for(PING_AFTER_IDLE);
+    }
     options
 }
 
