@@ -94,7 +94,7 @@ async fn counts_match_the_calls(backend: Backend) {
     let key = stack.create_keys(&fx, 1, 1, &date_in(5)).await.remove(0);
     let (gw0, core0) = (scrape_gateway(&stack).await, scrape_core(&stack).await);
 
-    // Known calls: a login (Argon2), three heartbeats (credential cache), two refused secrets,
+    // Known calls: a login (Argon2), three heartbeats (credential cache, then memory), two refused secrets,
     // a wrong password and then a throttled one, a licence listing, an upload and a download.
     expect_ok(&stack.client("login", user_form(&fx, "counted", "hwid=H1")).await);
     for _ in 0..3 {
@@ -161,11 +161,16 @@ async fn counts_match_the_calls(backend: Backend) {
     assert_eq!(core.of(errors, &[("reason", "invalid_credentials")]), 1.0);
     assert_eq!(core.of(errors, &[("reason", "rate_limited")]), 1.0);
     assert_eq!(core.of("licensing_core_throttle_refusals_total", &[]), 1.0);
-    // Misses: the login, the wrong password, the new user's download. Hits: the heartbeats after
-    // the login, and the developer's two admin calls (verified once before the first scrape).
+    // Misses: the login, the wrong password, the new user's download. Hits: the first heartbeat
+    // (the login bound the HWID, so its sign-in was not remembered) and the developer's two admin
+    // calls (verified once before the first scrape). The other two heartbeats are answered from
+    // the sign-in the first one left, without a password check of their own.
     let cache = "licensing_core_credential_cache_total";
     assert_eq!(core.of(cache, &[("result", "miss")]), 3.0);
-    assert_eq!(core.of(cache, &[("result", "hit")]), 5.0);
+    assert_eq!(core.of(cache, &[("result", "hit")]), 3.0);
+    let warm = "licensing_core_warm_heartbeats_total";
+    assert_eq!(core.of(warm, &[("result", "answered")]), 2.0);
+    assert_eq!(core.of(warm, &[("result", "stale")]), 0.0);
     // Argon2: the three misses, and hashing the new user's password.
     assert_eq!(core.of("licensing_core_argon2_computations_total", &[]), 4.0);
     assert_eq!(core.of("licensing_core_argon2_rejections_total", &[]), 0.0);

@@ -38,6 +38,8 @@ pub struct CoreMetrics {
     argon2_queued: IntGauge,
     pub credential_cache_hits: IntCounter,
     pub credential_cache_misses: IntCounter,
+    pub warm_heartbeats: IntCounter,
+    pub warm_heartbeats_stale: IntCounter,
     pub throttle_refusals: IntCounter,
     db_connections: IntGaugeVec,
     pub db_waiting: IntGauge,
@@ -52,6 +54,11 @@ static METRICS: LazyLock<CoreMetrics> = LazyLock::new(|| {
     let credential_cache = m.counter_vec(
         "licensing_core_credential_cache_total",
         "Password checks of existing accounts answered from the recent-success cache (hit) or by Argon2 (miss).",
+        &["result"],
+    );
+    let warm = m.counter_vec(
+        "licensing_core_warm_heartbeats_total",
+        "Heartbeats answered from a remembered sign-in (answered), or sent the full way because the app or the user had changed since (stale).",
         &["result"],
     );
     CoreMetrics {
@@ -83,6 +90,8 @@ static METRICS: LazyLock<CoreMetrics> = LazyLock::new(|| {
         ),
         credential_cache_hits: credential_cache.with_label_values(&["hit"]),
         credential_cache_misses: credential_cache.with_label_values(&["miss"]),
+        warm_heartbeats: warm.with_label_values(&["answered"]),
+        warm_heartbeats_stale: warm.with_label_values(&["stale"]),
         throttle_refusals: m.counter(
             "licensing_core_throttle_refusals_total",
             "Calls refused with rate_limited by the failed-attempt throttle.",

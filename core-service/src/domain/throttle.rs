@@ -88,23 +88,33 @@ impl Throttle {
         self.check_at(key, Instant::now())
     }
 
+    /// Whether `key` is free to go on, without counting a refusal: for a path that, when it is
+    /// not, hands the call to the one that refuses it.
+    pub fn allows(&self, key: &ThrottleKey) -> bool {
+        self.wait_at(key, Instant::now()).is_none()
+    }
+
     fn check_at(&self, key: &ThrottleKey, now: Instant) -> Result<(), CoreError> {
+        let Some(wait) = self.wait_at(key, now) else { return Ok(()) };
+        let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        crate::metrics::metrics().throttle_refusals.inc();
+        Err(CoreError::RateLimited { retry_after_secs: retry_after_secs.max(1) })
+    }
+
+    /// How long `key` must wait, if it is throttled.
+    fn wait_at(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
         let key = self.counted(key);
         let key = key.as_ref();
         let limit = self.limit(key);
         let mut map = self.lock();
-        let Some(times) = map.get_mut(key) else { return Ok(()) };
+        let times = map.get_mut(key)?;
         prune(times, now, self.config.window);
         if times.len() < limit {
-            return Ok(());
+            return None;
         }
         // The window frees a slot when the oldest failure that keeps it full ages out.
         let oldest = times[times.len() - limit];
-        let free_at = oldest + self.config.window;
-        let wait = free_at.saturating_duration_since(now);
-        let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        crate::metrics::metrics().throttle_refusals.inc();
-        Err(CoreError::RateLimited { retry_after_secs: retry_after_secs.max(1) })
+        Some((oldest + self.config.window).saturating_duration_since(now))
     }
 
     /// Counts one failure against each key.

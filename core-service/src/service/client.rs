@@ -5,11 +5,11 @@
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
-use super::{Core, UserView, files::Download, standing_of};
+use super::{Core, UserView, files::Download, standing_of, warm::SignedIn};
 use crate::{
     domain::{
-        AppSecret, CoreError, Email, Hwid, LicenceKey, LicenceStatus, Password, Standing, Username,
-        parse_nonce,
+        AppSecret, CoreError, Email, HeldLicence, Hwid, LicenceKey, LicenceStatus, Password, Standing,
+        Username, parse_nonce,
         secrets::constant_time_eq,
         throttle::ThrottleKey,
         token::{self, Claims},
@@ -17,6 +17,7 @@ use crate::{
     storage::{
         self,
         entities::{app, licence, user},
+        pings::Revisions,
         queries::{self, NewUser},
     },
 };
@@ -155,6 +156,10 @@ struct Authenticated {
     app: app::Model,
     user: user::Model,
     standing: Standing,
+    held: Vec<HeldLicence>,
+    /// The revisions the app and user were read at; `None` when this call changed the user
+    /// (bound a HWID), so what was read is already out of date.
+    revisions: Option<Revisions>,
 }
 
 impl Core {
@@ -237,6 +242,7 @@ impl Core {
             let auth = ParsedAuth::parse(&input)?;
             scope.nonce = parse_nonce(&nonce)?;
             let done = self.authenticate(&mut scope, &auth, &address).await?;
+            self.remember_warm(&auth, &done);
             Ok(LoginOutput {
                 app_version: done.app.version.clone(),
                 user: UserView::new(done.user, done.standing),
@@ -246,7 +252,8 @@ impl Core {
         scope.reply(&self.signing_keys, result)
     }
 
-    /// The heartbeat (`connect`): counts one ping.
+    /// The heartbeat (`connect`): counts one ping. A client seen recently is answered from memory
+    /// (`warm_heartbeat`); any other, and any refusal, takes the full path.
     pub async fn heartbeat(
         &self,
         input: UserAuthInput,
@@ -258,10 +265,14 @@ impl Core {
         let result = async {
             let auth = ParsedAuth::parse(&input)?;
             scope.nonce = parse_nonce(&nonce)?;
+            if let Some(answered) = self.warm_heartbeat(&mut scope, &auth, &address).await? {
+                return Ok(answered);
+            }
             let done = self.authenticate(&mut scope, &auth, &address).await?;
             if done.standing.status == LicenceStatus::Banned {
                 return Err(CoreError::LicenceBanned);
             }
+            self.remember_warm(&auth, &done);
             let pings = self
                 .pings
                 .count(done.user.id)
@@ -272,6 +283,74 @@ impl Core {
         }
         .await;
         scope.reply(&self.signing_keys, result)
+    }
+
+    /// A heartbeat from a client whose full sign-in this core remembers, if every check passes on
+    /// what it remembers and the ping is counted while the app's and the user's revisions still
+    /// hold: the answer is then exactly what the full path would give. `None` hands the call to
+    /// the full path, which reads afresh and makes every refusal (nothing was counted).
+    async fn warm_heartbeat(
+        &self,
+        scope: &mut TokenScope,
+        auth: &ParsedAuth,
+        address: &str,
+    ) -> Result<Option<(i64, LicenceStatus)>, CoreError> {
+        let Some(warm) = self.warm.get(auth.secret.expose(), auth.username.as_str(), auth.password.expose())
+        else {
+            return Ok(None);
+        };
+        let address_key = ThrottleKey::Address(address.to_owned());
+        let user_key = ThrottleKey::User {
+            app_id: warm.app_id,
+            username: auth.username.as_str().to_owned(),
+            address: address.to_owned(),
+        };
+        if !self.throttle.allows(&address_key) || !self.throttle.allows(&user_key) {
+            return Ok(None);
+        }
+        let hwid_holds = match (&warm.hwid, &auth.hwid) {
+            (Some(bound), Some(presented)) => bound == presented.as_str(),
+            (None, None) => true,
+            // A HWID to bind, or none presented for a bound one: the full path decides.
+            _ => false,
+        };
+        let standing = Standing::derive(&warm.held, Utc::now());
+        if !hwid_holds || standing.status == LicenceStatus::Banned {
+            return Ok(None);
+        }
+        let Some(pings) = self.pings.count_if(warm.user_id, warm.revisions).await? else {
+            self.warm.stale(auth.secret.expose(), auth.username.as_str());
+            return Ok(None);
+        };
+        self.warm.answered();
+        scope.app = Some(SigningApp {
+            kid: warm.kid.clone(),
+            private_key: warm.private_key.clone(),
+            offline_grace_secs: warm.offline_grace_secs,
+        });
+        scope.sub = Some(warm.username.clone());
+        scope.hwid = warm.hwid.clone();
+        scope.standing = Some(standing);
+        scope.pings = Some(pings);
+        Ok(Some((pings, standing.status)))
+    }
+
+    /// Remembers a full sign-in that passed, for the client's next heartbeats.
+    fn remember_warm(&self, auth: &ParsedAuth, done: &Authenticated) {
+        let Some(revisions) = done.revisions else { return };
+        self.warm.remember(SignedIn {
+            secret: auth.secret.expose(),
+            password: auth.password.expose(),
+            revisions,
+            app_id: done.app.id,
+            kid: &done.app.signing_kid,
+            private_key: &done.app.private_key,
+            offline_grace_secs: done.app.offline_grace_secs,
+            user_id: done.user.id,
+            username: &done.user.username,
+            hwid: done.user.hwid.as_deref(),
+            held: &done.held,
+        });
     }
 
     pub async fn redeem(
@@ -373,7 +452,7 @@ impl Core {
         // The app, the user and their licences in one round trip; the checks below still run in
         // the contract's order.
         let found = queries::sign_in(self.db.reader(), auth.secret.expose(), auth.username.as_str()).await?;
-        let queries::SignIn { app, user, held } =
+        let queries::SignIn { app, user, held, app_rev, user_rev } =
             self.accept_app(scope, found, |s| &s.app, &auth.secret, address)?;
         if !app.online {
             return Err(CoreError::AppOffline);
@@ -389,11 +468,13 @@ impl Core {
         };
         scope.sub = Some(user.username.clone());
 
+        let mut revisions = user_rev.map(|user| Revisions { user, app: app_rev });
         // The first HWID presented with a correct password binds, whatever later checks say.
         if user.hwid.is_none()
             && let Some(hwid) = &auth.hwid
         {
             user.hwid = queries::bind_hwid(self.db.writer(), user.id, hwid.as_str()).await?;
+            revisions = None;
         }
         scope.hwid = user.hwid.clone();
         let standing = Standing::derive(&held, Utc::now());
@@ -404,7 +485,7 @@ impl Core {
             self.throttle.record_failure(&[user_key, address_key]);
             return Err(CoreError::HwidMismatch);
         }
-        Ok(Authenticated { app, user, standing })
+        Ok(Authenticated { app, user, standing, held, revisions })
     }
 }
 

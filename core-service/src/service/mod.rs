@@ -8,6 +8,7 @@ mod files;
 mod keys;
 mod sessions;
 mod views;
+mod warm;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub use files::{Download, Upload};
 pub use keys::{SigningKeyState, SigningKeyView};
 pub use sessions::{ActivityDay, AppSummary, DeveloperInput, LicenceFilter, ListFilter, SessionOpened};
 pub use views::{AppView, FileView, LicenceView, UserView};
+pub use warm::WarmStats;
 
 use crate::domain::{
     CoreError, Standing,
@@ -119,8 +121,12 @@ pub struct Core {
     signing_keys: crate::domain::token::SigningKeys,
     hasher: PasswordHasher,
     throttle: Throttle,
+    warm: warm::WarmCache,
     settings: Settings,
 }
+
+/// Most sign-ins a core remembers for warm heartbeats (a few hundred bytes each).
+const WARM_SIGN_INS: usize = 50_000;
 
 impl Core {
     pub fn new(db: Store, settings: Settings) -> Result<Self, CoreError> {
@@ -133,9 +139,16 @@ impl Core {
                 settings.credential_cache,
             )?,
             throttle: Throttle::new(settings.throttle.clone()),
+            warm: warm::WarmCache::new(settings.credential_cache, WARM_SIGN_INS)?,
             db,
             settings,
         })
+    }
+
+    /// How often this core answered a heartbeat from a remembered sign-in, and how often one was
+    /// found out of date.
+    pub fn warm_heartbeats(&self) -> WarmStats {
+        self.warm.stats()
     }
 
     /// The writer connection (the one pool on PostgreSQL).

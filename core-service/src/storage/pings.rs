@@ -5,6 +5,10 @@
 //! apps' daily aggregates, committed together. A ping is answered only after its batch committed, so an
 //! acknowledged ping is durable. No timer is involved: a lone ping is written at once, and a
 //! batch grows only while the database is busy with the one before it.
+//!
+//! A ping may carry the revisions of the user and the app that its caller checked (a warm
+//! heartbeat, answered from memory): it is then counted only if both still hold, in the same
+//! statement, so a change committed anywhere before the ping is never missed.
 
 use std::{
     collections::HashMap,
@@ -30,9 +34,25 @@ const QUEUE: usize = 8192;
 
 type Answer = Result<Option<i64>, CoreError>;
 
+/// The revisions of a user and of their app that a warm heartbeat was answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revisions {
+    pub user: i64,
+    pub app: i64,
+}
+
 struct Ping {
     user_id: i64,
+    expect: Option<Revisions>,
     reply: oneshot::Sender<Answer>,
+}
+
+/// One user's pings in a batch, all with the same expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Group {
+    user_id: i64,
+    n: i64,
+    expect: Option<Revisions>,
 }
 
 /// Counts pings through one writer task, batching those that arrive together.
@@ -87,6 +107,17 @@ impl PingWriter {
     /// Counts one ping of the user and answers the new total once it is committed; `None` when
     /// the user no longer exists.
     pub async fn count(&self, user_id: i64) -> Answer {
+        self.enqueue(user_id, None).await
+    }
+
+    /// Counts one ping only if the user's and the app's revisions are still `expect`, and answers
+    /// the new total once committed; `None` when either has moved (or the user is gone), and
+    /// nothing was counted.
+    pub async fn count_if(&self, user_id: i64, expect: Revisions) -> Answer {
+        self.enqueue(user_id, Some(expect)).await
+    }
+
+    async fn enqueue(&self, user_id: i64, expect: Option<Revisions>) -> Answer {
         // Started on first use, from inside the runtime, so building a core needs none.
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -95,7 +126,7 @@ impl PingWriter {
         });
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Ping { user_id, reply })
+            .send(Ping { user_id, expect, reply })
             .await
             .map_err(|_| CoreError::Unavailable("the ping writer has stopped".into()))?;
         answer.await.map_err(|_| CoreError::Unavailable("the ping writer has stopped".into()))?
@@ -104,9 +135,25 @@ impl PingWriter {
 
 async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Ping>, stats: std::sync::Arc<BatchStats>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut carried = Vec::new();
     let mut pruned_on = None;
-    // `recv_many` waits for one ping, then takes every ping already queued: the group commit.
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        if carried.is_empty() {
+            // `recv_many` waits for one ping, then takes every ping already queued: the group
+            // commit.
+            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
+            }
+        } else {
+            // Pings held back from the last batch go first, without waiting for more.
+            batch.append(&mut carried);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(ping) => batch.push(ping),
+                    Err(_) => break,
+                }
+            }
+        }
         let today = Utc::now().date_naive();
         if pruned_on != Some(today) {
             // Who was active is kept only as long as the dashboard can chart it.
@@ -121,8 +168,8 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Ping>, stats: std
                 Err(error) => tracing::warn!(%error, "cannot prune old activity"),
             }
         }
-        let counts = per_user(&batch);
-        match write(&db, &counts).await {
+        let counts = per_user(&mut batch, &mut carried);
+        match write_retrying(&db, &counts).await {
             Ok(totals) => {
                 stats.record(batch.len());
                 answer(&mut batch, &counts, &totals);
@@ -144,26 +191,71 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Ping>, stats: std
     }
 }
 
-/// Each user's ping count in the batch, in order of first appearance.
-fn per_user(batch: &[Ping]) -> Vec<(i64, i64)> {
-    let mut index: HashMap<i64, usize> = HashMap::with_capacity(batch.len());
-    let mut counts: Vec<(i64, i64)> = Vec::with_capacity(batch.len());
-    for ping in batch {
-        match index.get(&ping.user_id) {
-            Some(&i) => counts[i].1 += 1,
-            None => {
-                index.insert(ping.user_id, counts.len());
-                counts.push((ping.user_id, 1));
+/// Times a batch is tried when the database gives it up to break a deadlock.
+const DEADLOCK_TRIES: usize = 3;
+
+/// Writes a batch, again if PostgreSQL chose it as a deadlock's victim: the ping statement locks
+/// many users' rows at once, and a change to several users' licences (whose triggers move those
+/// users' revisions) can take the same locks in another order. The failed statement changed
+/// nothing, so trying again is safe.
+async fn write_retrying(
+    db: &DatabaseConnection,
+    counts: &[Group],
+) -> Result<HashMap<i64, i64>, sea_orm::DbErr> {
+    let mut tries = 1;
+    loop {
+        match write(db, counts).await {
+            Err(error) if tries < DEADLOCK_TRIES && is_deadlock(&error) => {
+                tracing::warn!(%error, tries, "a batch of pings met a deadlock; trying again");
+                tries += 1;
             }
+            outcome => return outcome,
         }
     }
+}
+
+/// PostgreSQL's `deadlock_detected` or `serialization_failure`.
+fn is_deadlock(error: &sea_orm::DbErr) -> bool {
+    let (sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+    | sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = error
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40P01" | "40001")),
+        _ => false,
+    }
+}
+
+/// Each user's ping count in the batch, in order of first appearance. A user's row is updated
+/// once per statement, so all their pings in it must expect the same revisions (or none); a ping
+/// that expects otherwise than the user's first is moved to `carried`, for the next batch.
+fn per_user(batch: &mut Vec<Ping>, carried: &mut Vec<Ping>) -> Vec<Group> {
+    let mut index: HashMap<i64, usize> = HashMap::with_capacity(batch.len());
+    let mut counts: Vec<Group> = Vec::with_capacity(batch.len());
+    let mut kept = Vec::with_capacity(batch.len());
+    for ping in batch.drain(..) {
+        match index.get(&ping.user_id) {
+            Some(&i) if counts[i].expect == ping.expect => counts[i].n += 1,
+            Some(_) => {
+                carried.push(ping);
+                continue;
+            }
+            None => {
+                index.insert(ping.user_id, counts.len());
+                counts.push(Group { user_id: ping.user_id, n: 1, expect: ping.expect });
+            }
+        }
+        kept.push(ping);
+    }
+    *batch = kept;
     counts
 }
 
 /// One transaction for the whole batch: the users' counters, then the apps' daily aggregates
 /// (heartbeats, and which users were active) that the dashboard charts. Answers each user's new
 /// total.
-async fn write(db: &DatabaseConnection, counts: &[(i64, i64)]) -> Result<HashMap<i64, i64>, sea_orm::DbErr> {
+async fn write(db: &DatabaseConnection, counts: &[Group]) -> Result<HashMap<i64, i64>, sea_orm::DbErr> {
     let backend = db.get_database_backend();
     let now = Utc::now();
     let day = now.format("%Y-%m-%d").to_string();
@@ -180,7 +272,7 @@ async fn write(db: &DatabaseConnection, counts: &[(i64, i64)]) -> Result<HashMap
     let statement = Statement::from_sql_and_values(backend, batch_sql(backend, counts), [now.into()]);
     let (totals, active) = totals_of(txn.query_all_raw(statement).await?)?;
     if !active.is_empty() {
-        let pings: HashMap<i64, i64> = counts.iter().copied().collect();
+        let pings: HashMap<i64, i64> = counts.iter().map(|g| (g.user_id, g.n)).collect();
         for sql in activity_sql(&day, &active, &pings) {
             txn.execute_raw(Statement::from_string(backend, sql)).await?;
         }
@@ -206,18 +298,14 @@ fn totals_of(
 
 /// The PostgreSQL batch: the counters' update, then both aggregates from what it returned.
 /// `$1` is the time, `$2` the day; the ids and counts inline are integers the core produced.
-fn postgres_batch_sql(counts: &[(i64, i64)]) -> String {
-    let mut sql = String::with_capacity(512 + counts.len() * 16);
-    sql.push_str("WITH v(id, n) AS (VALUES ");
-    for (i, (user_id, n)) in counts.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        let _ = write!(sql, "({user_id}, {n})");
-    }
-    sql.push_str(
-        "), u AS (UPDATE users SET total_pings = users.total_pings + v.n, last_seen = $1 FROM v \
-         WHERE users.id = v.id RETURNING users.id AS id, users.total_pings AS total_pings, \
+fn postgres_batch_sql(counts: &[Group]) -> String {
+    let mut sql = String::with_capacity(640 + counts.len() * 24);
+    sql.push_str("WITH ");
+    values_into(&mut sql, counts);
+    let _ = write!(
+        sql,
+        ", u AS (UPDATE users SET total_pings = users.total_pings + v.n, last_seen = $1 FROM v \
+         WHERE {COUNTED} RETURNING users.id AS id, users.total_pings AS total_pings, \
          users.app_id AS app_id, v.n AS n), \
          d AS (INSERT INTO app_activity_days (app_id, day, heartbeats) \
          SELECT app_id, $2, SUM(n) FROM u GROUP BY app_id \
@@ -227,6 +315,25 @@ fn postgres_batch_sql(counts: &[(i64, i64)]) -> String {
          SELECT id, total_pings, app_id FROM u",
     );
     sql
+}
+
+/// Which rows of `v` a batch counts: every unconditional ping (revisions -1), and a warm ping only
+/// while its user's and its app's revisions are the ones it was answered from.
+const COUNTED: &str = "users.id = v.id AND (v.ur < 0 OR (users.rev = v.ur AND EXISTS \
+     (SELECT 1 FROM apps WHERE apps.id = users.app_id AND apps.rev = v.ar)))";
+
+/// `v(id, n, ur, ar) AS (VALUES ...)`: each user's pings and expected revisions (-1: none; a
+/// revision is never negative). All integers the core produced, never client text.
+fn values_into(sql: &mut String, counts: &[Group]) {
+    sql.push_str("v(id, n, ur, ar) AS (VALUES ");
+    for (i, g) in counts.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        let (ur, ar) = g.expect.map_or((-1, -1), |r| (r.user, r.app));
+        let _ = write!(sql, "({}, {}, {ur}, {ar})", g.user_id, g.n);
+    }
+    sql.push(')');
 }
 
 /// The aggregate upserts of a batch. `day` is the core's own `YYYY-MM-DD`; ids and counts are
@@ -259,31 +366,26 @@ fn activity_sql(day: &str, active: &[(i64, i64)], pings: &HashMap<i64, i64>) -> 
 
 /// The batch statement. The ids and counts are integers the core produced (never client text),
 /// written inline so the statement needs one bound value whatever the batch size.
-fn batch_sql(backend: DbBackend, counts: &[(i64, i64)]) -> String {
-    let mut sql = String::with_capacity(128 + counts.len() * 16);
-    sql.push_str("WITH v(id, n) AS (VALUES ");
-    for (i, (user_id, n)) in counts.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        let _ = write!(sql, "({user_id}, {n})");
-    }
+fn batch_sql(backend: DbBackend, counts: &[Group]) -> String {
+    let mut sql = String::with_capacity(320 + counts.len() * 24);
+    sql.push_str("WITH ");
+    values_into(&mut sql, counts);
     let now = match backend {
         DbBackend::Postgres => "$1",
         _ => "?",
     };
     let _ = write!(
         sql,
-        ") UPDATE users SET total_pings = users.total_pings + v.n, last_seen = {now} \
-         FROM v WHERE users.id = v.id \
+        " UPDATE users SET total_pings = users.total_pings + v.n, last_seen = {now} \
+         FROM v WHERE {COUNTED} \
          RETURNING users.id AS id, users.total_pings AS total_pings, users.app_id AS app_id"
     );
     sql
 }
 
 /// Hands every ping its own total: a user's k-th ping of n in the batch gets `total - n + k`.
-fn answer(batch: &mut Vec<Ping>, counts: &[(i64, i64)], totals: &HashMap<i64, i64>) {
-    let pending: HashMap<i64, i64> = counts.iter().copied().collect();
+fn answer(batch: &mut Vec<Ping>, counts: &[Group], totals: &HashMap<i64, i64>) {
+    let pending: HashMap<i64, i64> = counts.iter().map(|g| (g.user_id, g.n)).collect();
     let mut handed: HashMap<i64, i64> = HashMap::with_capacity(counts.len());
     for ping in batch.drain(..) {
         let total = totals.get(&ping.user_id).map(|&total| {
@@ -367,29 +469,131 @@ mod tests {
         assert_eq!(writer.count(i64::MAX).await.expect("answered"), None);
     }
 
+    async fn revisions(db: &DatabaseConnection, user_id: i64) -> Revisions {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT u.rev AS ur, a.rev AS ar FROM users u JOIN apps a ON a.id = u.app_id WHERE u.id = {user_id}"),
+            ))
+            .await
+            .expect("query")
+            .expect("user");
+        Revisions { user: row.try_get("", "ur").expect("ur"), app: row.try_get("", "ar").expect("ar") }
+    }
+
+    async fn exec(db: &DatabaseConnection, sql: &str) {
+        db.execute_raw(Statement::from_string(db.get_database_backend(), sql.to_owned())).await.expect(sql);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_warm_ping_counts_only_while_the_revisions_it_expects_hold() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, one, two) = two_users(&dir).await;
+        let writer = PingWriter::new(db.clone());
+        let seen = revisions(&db, one).await;
+        assert_eq!(writer.count_if(one, seen).await.expect("answered"), Some(1));
+        // Pings write the counters only: the revisions stay.
+        assert_eq!(revisions(&db, one).await, seen);
+
+        // A HWID change moves the user's revision: the old expectation counts nothing.
+        exec(&db, &format!("UPDATE users SET hwid = 'HW-NEW' WHERE id = {one}")).await;
+        assert_eq!(writer.count_if(one, seen).await.expect("answered"), None);
+        let now = revisions(&db, one).await;
+        assert!(now.user > seen.user && now.app == seen.app, "{now:?} after {seen:?}");
+        assert_eq!(writer.count_if(one, now).await.expect("answered"), Some(2));
+
+        // Any change of the app moves the app's revision, for every user of it.
+        exec(&db, "UPDATE apps SET online = online").await;
+        assert_eq!(writer.count_if(one, now).await.expect("answered"), None);
+        let other = revisions(&db, two).await;
+        assert!(other.app > now.app);
+
+        // A licence given to, changed for or taken from a user moves that user's revision.
+        let app_id: i64 = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT app_id FROM users WHERE id = {two}"),
+            ))
+            .await
+            .expect("query")
+            .expect("row")
+            .try_get("", "app_id")
+            .expect("app_id");
+        let mut last = other;
+        for change in [
+            format!(
+                "INSERT INTO licences (app_id, licence_key, access, expire_time, created_at, user_id, redeemed, banned) \
+                     VALUES ({app_id}, 'K-REV', 1, '2099-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00', {two}, true, false)"
+            ),
+            "UPDATE licences SET banned = true WHERE licence_key = 'K-REV'".to_owned(),
+            "DELETE FROM licences WHERE licence_key = 'K-REV'".to_owned(),
+        ] {
+            exec(&db, &change).await;
+            let now = revisions(&db, two).await;
+            assert!(now.user > last.user, "{change} left the revision at {now:?}");
+            assert_eq!(writer.count_if(two, last).await.expect("answered"), None, "{change}");
+            last = now;
+        }
+        assert_eq!(writer.count_if(two, last).await.expect("answered"), Some(1));
+        // Unconditional pings count whatever the revisions.
+        assert_eq!(writer.count(one).await.expect("answered"), Some(3));
+    }
+
     #[test]
     fn one_statement_per_batch_with_one_bound_value() {
-        let sql = batch_sql(DbBackend::Postgres, &[(7, 2), (9, 1)]);
-        assert!(sql.starts_with("WITH v(id, n) AS (VALUES (7, 2),(9, 1)) UPDATE users"), "{sql}");
+        let groups = [
+            Group { user_id: 7, n: 2, expect: None },
+            Group { user_id: 9, n: 1, expect: Some(Revisions { user: 4, app: 11 }) },
+        ];
+        let sql = batch_sql(DbBackend::Postgres, &groups);
+        assert!(
+            sql.starts_with("WITH v(id, n, ur, ar) AS (VALUES (7, 2, -1, -1),(9, 1, 4, 11)) UPDATE users"),
+            "{sql}"
+        );
         assert!(sql.contains("last_seen = $1"));
-        assert!(batch_sql(DbBackend::Sqlite, &[(1, 1)]).contains("last_seen = ?"));
+        assert!(postgres_batch_sql(&groups).contains("(7, 2, -1, -1),(9, 1, 4, 11)"));
+        assert!(batch_sql(DbBackend::Sqlite, &groups[..1]).contains("last_seen = ?"));
+    }
+
+    fn pings(of: &[(i64, Option<Revisions>)]) -> (Vec<Ping>, Vec<oneshot::Receiver<Answer>>) {
+        of.iter()
+            .map(|&(user_id, expect)| {
+                let (reply, rx) = oneshot::channel();
+                (Ping { user_id, expect, reply }, rx)
+            })
+            .unzip()
     }
 
     #[test]
     fn a_users_pings_in_one_batch_get_consecutive_totals() {
-        let mut receivers = Vec::new();
-        let mut batch = Vec::new();
-        for user_id in [5, 6, 5, 5] {
-            let (reply, rx) = oneshot::channel();
-            batch.push(Ping { user_id, reply });
-            receivers.push(rx);
-        }
-        let counts = per_user(&batch);
-        assert_eq!(counts, vec![(5, 3), (6, 1)]);
+        let (mut batch, receivers) = pings(&[(5, None), (6, None), (5, None), (5, None)]);
+        let mut carried = Vec::new();
+        let counts = per_user(&mut batch, &mut carried);
+        assert!(carried.is_empty());
+        assert_eq!(
+            counts,
+            vec![Group { user_id: 5, n: 3, expect: None }, Group { user_id: 6, n: 1, expect: None }]
+        );
         let totals = HashMap::from([(5, 103), (6, 1)]);
         answer(&mut batch, &counts, &totals);
         let got: Vec<Option<i64>> =
             receivers.into_iter().map(|mut rx| rx.try_recv().expect("answered").expect("ok")).collect();
         assert_eq!(got, vec![Some(101), Some(1), Some(102), Some(103)]);
+    }
+
+    #[test]
+    fn a_ping_expecting_other_revisions_than_its_users_first_waits_for_the_next_batch() {
+        let warm = Some(Revisions { user: 1, app: 1 });
+        let newer = Some(Revisions { user: 2, app: 1 });
+        let (mut batch, _receivers) = pings(&[(5, warm), (5, None), (6, None), (5, warm), (5, newer)]);
+        let mut carried = Vec::new();
+        let counts = per_user(&mut batch, &mut carried);
+        assert_eq!(
+            counts,
+            vec![Group { user_id: 5, n: 2, expect: warm }, Group { user_id: 6, n: 1, expect: None }]
+        );
+        assert_eq!(batch.len(), 3);
+        let held: Vec<_> = carried.iter().map(|p| (p.user_id, p.expect)).collect();
+        assert_eq!(held, vec![(5, None), (5, newer)]);
     }
 }

@@ -129,12 +129,17 @@ pub struct SignIn {
     pub app: app::Model,
     pub user: Option<user::Model>,
     pub held: Vec<HeldLicence>,
+    /// The app's and the user's revisions as read (see the `revisions` migration): what the
+    /// heartbeat's fast path remembers, to count a later ping only if neither has moved.
+    pub app_rev: i64,
+    pub user_rev: Option<i64>,
 }
 
 /// The app with this secret (matched by its hash, as in [`find_app_by_secret`]), the user of that app with this name, and the licences the user
 /// holds, in one query: a heartbeat must not pay three sequential round trips for what one join
-/// answers. Nothing is cached, so a secret renewal, ban, HWID reset, password change or deletion
-/// made through any core sharing the database applies to the very next call.
+/// answers. Read fresh on every call but a warm heartbeat's, so a secret renewal, ban, HWID reset,
+/// password change or deletion made through any core sharing the database applies to the very
+/// next call; a warm heartbeat checks the revisions read here instead.
 pub async fn sign_in(
     c: &impl ConnectionTrait,
     secret: &str,
@@ -145,9 +150,12 @@ pub async fn sign_in(
     let mut rows = rows.into_iter();
     let Some(first) = rows.next() else { return Ok(None) };
     let app = app::Model::from_query_result(&first, "a_")?;
-    let user = match first.try_get::<Option<i64>>("", "u_id")? {
-        Some(_) => Some(user::Model::from_query_result(&first, "u_")?),
-        None => None,
+    let app_rev = first.try_get::<i64>("", "a_rev")?;
+    let (user, user_rev) = match first.try_get::<Option<i64>>("", "u_id")? {
+        Some(_) => {
+            (Some(user::Model::from_query_result(&first, "u_")?), Some(first.try_get::<i64>("", "u_rev")?))
+        }
+        None => (None, None),
     };
     let mut held = Vec::new();
     for row in std::iter::once(first).chain(rows) {
@@ -159,7 +167,7 @@ pub async fn sign_in(
             });
         }
     }
-    Ok(Some(SignIn { app, user, held }))
+    Ok(Some(SignIn { app, user, held, app_rev, user_rev }))
 }
 
 fn sign_in_statement(backend: DbBackend, secret: &str, username: &str) -> Statement {
@@ -184,7 +192,7 @@ fn sign_in_sql(backend: DbBackend) -> String {
         _ => ("?", "?"),
     };
     format!(
-        "SELECT {app_columns}, {user_columns}, \
+        "SELECT {app_columns}, a.rev AS a_rev, {user_columns}, u.rev AS u_rev, \
          l.expire_time AS l_expire_time, l.banned AS l_banned, l.access AS l_access \
          FROM apps a \
          LEFT JOIN users u ON u.app_id = a.id AND u.username = {p1} \

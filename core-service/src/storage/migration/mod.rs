@@ -8,6 +8,7 @@ mod m20261203_000002_app_secret_hash;
 mod m20261203_000003_signing_keys;
 mod m20261203_000004_dashboard;
 mod m20261203_000005_licence_key_prefix;
+mod m20261203_000006_revisions;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_signing_keys::Migration),
             Box::new(m20261203_000004_dashboard::Migration),
             Box::new(m20261203_000005_licence_key_prefix::Migration),
+            Box::new(m20261203_000006_revisions::Migration),
         ]
     }
 }
