@@ -262,9 +262,10 @@ async fn write(db: &DatabaseConnection, counts: &[Group]) -> Result<HashMap<i64,
     if backend == DbBackend::Postgres {
         // One statement, so one round trip: the aggregates ride on the update as
         // data-modifying CTEs, in its implicit transaction.
-        let sql = postgres_batch_sql(counts);
+        let [ids, ns, urs, ars] = postgres_batch_values(counts);
+        let values = [now.into(), day.into(), ids.into(), ns.into(), urs.into(), ars.into()];
         let rows =
-            db.query_all_raw(Statement::from_sql_and_values(backend, sql, [now.into(), day.into()])).await?;
+            db.query_all_raw(Statement::from_sql_and_values(backend, postgres_batch_sql(), values)).await?;
         return totals_of(rows).map(|(totals, _)| totals);
     }
     use sea_orm::TransactionTrait;
@@ -297,14 +298,15 @@ fn totals_of(
 }
 
 /// The PostgreSQL batch: the counters' update, then both aggregates from what it returned.
-/// `$1` is the time, `$2` the day; the ids and counts inline are integers the core produced.
-fn postgres_batch_sql(counts: &[Group]) -> String {
-    let mut sql = String::with_capacity(640 + counts.len() * 24);
-    sql.push_str("WITH ");
-    values_into(&mut sql, counts);
-    let _ = write!(
-        sql,
-        ", u AS (UPDATE users SET total_pings = users.total_pings + v.n, last_seen = $1 FROM v \
+/// `$1` is the time, `$2` the day, `$3` to `$6` the batch's columns as array literals
+/// ([`postgres_batch_values`]). The text is the same for every batch, so each connection parses
+/// and plans it once: planning a new text per batch cost PostgreSQL more than the batch's updates.
+fn postgres_batch_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH v(id, n, ur, ar) AS (SELECT * FROM unnest($3::text::bigint[], $4::text::bigint[], \
+             $5::text::bigint[], $6::text::bigint[])), u AS (UPDATE users SET total_pings = users.total_pings + v.n, last_seen = $1 FROM v \
          WHERE {COUNTED} RETURNING users.id AS id, users.total_pings AS total_pings, \
          users.app_id AS app_id, v.n AS n), \
          d AS (INSERT INTO app_activity_days (app_id, day, heartbeats) \
@@ -312,9 +314,32 @@ fn postgres_batch_sql(counts: &[Group]) -> String {
          ON CONFLICT (app_id, day) DO UPDATE SET heartbeats = app_activity_days.heartbeats + excluded.heartbeats), \
          a AS (INSERT INTO app_active_users (app_id, day, user_id) SELECT app_id, $2, id FROM u \
          ON CONFLICT (app_id, day, user_id) DO NOTHING) \
-         SELECT id, total_pings, app_id FROM u",
-    );
-    sql
+         SELECT id, total_pings, app_id FROM u"
+        )
+    })
+}
+
+/// The batch's columns for [`postgres_batch_sql`]: ids, counts and expected revisions (-1: none),
+/// each as an array literal such as `{7,9}`.
+fn postgres_batch_values(counts: &[Group]) -> [String; 4] {
+    let mut columns: [String; 4] = Default::default();
+    for column in &mut columns {
+        column.reserve(2 + counts.len() * 8);
+        column.push('{');
+    }
+    for (i, g) in counts.iter().enumerate() {
+        let (ur, ar) = g.expect.map_or((-1, -1), |r| (r.user, r.app));
+        for (column, value) in columns.iter_mut().zip([g.user_id, g.n, ur, ar]) {
+            if i > 0 {
+                column.push(',');
+            }
+            let _ = write!(column, "{value}");
+        }
+    }
+    for column in &mut columns {
+        column.push('}');
+    }
+    columns
 }
 
 /// Which rows of `v` a batch counts: every unconditional ping (revisions -1), and a warm ping only
@@ -551,7 +576,8 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("last_seen = $1"));
-        assert!(postgres_batch_sql(&groups).contains("(7, 2, -1, -1),(9, 1, 4, 11)"));
+        assert!(postgres_batch_sql().contains("unnest($3::text::bigint[]"));
+        assert_eq!(postgres_batch_values(&groups), ["{7,9}", "{2,1}", "{-1,4}", "{-1,11}"].map(String::from));
         assert!(batch_sql(DbBackend::Sqlite, &groups[..1]).contains("last_seen = ?"));
     }
 
