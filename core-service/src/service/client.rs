@@ -451,7 +451,7 @@ impl Core {
         self.throttle.check(&address_key)?;
         // The app, the user and their licences in one round trip; the checks below still run in
         // the contract's order.
-        let found = queries::sign_in(self.db.reader(), auth.secret.expose(), auth.username.as_str()).await?;
+        let found = self.sign_ins.sign_in(auth.secret.expose(), auth.username.as_str()).await?;
         let queries::SignIn { app, user, held, app_rev, user_rev } =
             self.accept_app(scope, found, |s| &s.app, &auth.secret, address)?;
         if !app.online {

@@ -118,6 +118,7 @@ impl Default for Settings {
 pub struct Core {
     db: Store,
     pings: PingWriter,
+    sign_ins: crate::storage::sign_ins::SignInReader,
     signing_keys: crate::domain::token::SigningKeys,
     hasher: PasswordHasher,
     throttle: Throttle,
@@ -132,6 +133,7 @@ impl Core {
     pub fn new(db: Store, settings: Settings) -> Result<Self, CoreError> {
         Ok(Core {
             pings: PingWriter::new(db.writer().clone()),
+            sign_ins: crate::storage::sign_ins::SignInReader::new(db.reader().clone()),
             signing_keys: crate::domain::token::SigningKeys::new(settings.key_vault.clone()),
             hasher: PasswordHasher::with_cache(
                 settings.hash_workers,

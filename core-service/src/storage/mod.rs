@@ -5,6 +5,7 @@ pub mod entities;
 pub mod migration;
 pub mod pings;
 pub mod queries;
+pub mod sign_ins;
 
 use std::time::Duration;
 

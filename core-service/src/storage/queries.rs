@@ -147,6 +147,11 @@ pub async fn sign_in(
 ) -> Result<Option<SignIn>, CoreError> {
     let backend = c.get_database_backend();
     let rows = c.query_all_raw(sign_in_statement(backend, secret, username)).await?;
+    sign_in_of(rows)
+}
+
+/// A sign-in from its rows: one per licence the user holds, at least one when the app exists.
+pub(crate) fn sign_in_of(rows: Vec<sea_orm::QueryResult>) -> Result<Option<SignIn>, CoreError> {
     let mut rows = rows.into_iter();
     let Some(first) = rows.next() else { return Ok(None) };
     let app = app::Model::from_query_result(&first, "a_")?;
@@ -181,23 +186,30 @@ fn sign_in_statement(backend: DbBackend, secret: &str, username: &str) -> Statem
     Statement::from_sql_and_values(backend, sql.as_str(), [username.into(), hash.into()])
 }
 
-fn sign_in_sql(backend: DbBackend) -> String {
+/// The columns of a sign-in, as [`sign_in_of`] reads them.
+pub(crate) fn sign_in_columns() -> String {
     let columns = |alias: &str, names: Vec<&'static str>| {
         names.into_iter().map(|c| format!("{alias}.{c} AS {alias}_{c}")).collect::<Vec<_>>().join(", ")
     };
     let app_columns = columns("a", app::Column::iter().map(|c| c.as_str()).collect());
     let user_columns = columns("u", user::Column::iter().map(|c| c.as_str()).collect());
+    format!(
+        "{app_columns}, a.rev AS a_rev, {user_columns}, u.rev AS u_rev, \
+         l.expire_time AS l_expire_time, l.banned AS l_banned, l.access AS l_access"
+    )
+}
+
+fn sign_in_sql(backend: DbBackend) -> String {
     let (p1, p2) = match backend {
         DbBackend::Postgres => ("$1", "$2"),
         _ => ("?", "?"),
     };
     format!(
-        "SELECT {app_columns}, a.rev AS a_rev, {user_columns}, u.rev AS u_rev, \
-         l.expire_time AS l_expire_time, l.banned AS l_banned, l.access AS l_access \
-         FROM apps a \
+        "SELECT {} FROM apps a \
          LEFT JOIN users u ON u.app_id = a.id AND u.username = {p1} \
          LEFT JOIN licences l ON l.user_id = u.id \
-         WHERE a.secret_hash = {p2}"
+         WHERE a.secret_hash = {p2}",
+        sign_in_columns()
     )
 }
 
