@@ -198,7 +198,7 @@ impl Core {
         if !app.online {
             return Err(CoreError::AppOffline);
         }
-        self.throttle.check(&user_key(&app, &username, &address))?;
+        self.throttle.check(&user_key(app.id, &username, &address))?;
         // Cheap check first, so a taken name costs no Argon2 work; the unique index decides races.
         if queries::user_exists(self.db.reader(), app.id, username.as_str()).await? {
             return Err(CoreError::UsernameTaken);
@@ -300,11 +300,7 @@ impl Core {
             return Ok(None);
         };
         let address_key = ThrottleKey::Address(address.to_owned());
-        let user_key = ThrottleKey::User {
-            app_id: warm.app_id,
-            username: auth.username.as_str().to_owned(),
-            address: address.to_owned(),
-        };
+        let user_key = user_key(warm.app_id, &auth.username, address);
         if !self.throttle.allows(&address_key) || !self.throttle.allows(&user_key) {
             return Ok(None);
         }
@@ -457,7 +453,7 @@ impl Core {
         if !app.online {
             return Err(CoreError::AppOffline);
         }
-        let user_key = user_key(&app, &auth.username, address);
+        let user_key = user_key(app.id, &auth.username, address);
         self.throttle.check(&user_key)?;
 
         let verified =
@@ -489,8 +485,8 @@ impl Core {
     }
 }
 
-fn user_key(app: &app::Model, username: &Username, address: &str) -> ThrottleKey {
-    ThrottleKey::User { app_id: app.id, username: username.as_str().to_owned(), address: address.to_owned() }
+fn user_key(app_id: i64, username: &Username, address: &str) -> ThrottleKey {
+    ThrottleKey::User { app_id, username: username.as_str().to_owned(), address: address.to_owned() }
 }
 
 /// Redeems `key` for the user inside the caller's transaction. First match wins: unknown,

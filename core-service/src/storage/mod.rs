@@ -244,17 +244,35 @@ async fn open(options: ConnectOptions, config: &DbConfig) -> Result<DatabaseConn
 
 /// SQLITE_BUSY (and its extended codes): another connection holds a lock for now.
 fn is_busy(err: &DbErr) -> bool {
+    database_code(err).and_then(|c| c.parse::<i32>().ok()).is_some_and(|code| code & 0xff == 5)
+}
+
+/// The database's own error code (SQLite's result code, PostgreSQL's SQLSTATE), when the database
+/// refused a statement or a connection.
+pub(crate) fn database_code(err: &DbErr) -> Option<String> {
     let (DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))
     | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
     | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = err
     else {
-        return false;
+        return None;
     };
     match e.as_ref() {
-        sea_orm::sqlx::Error::Database(db) => {
-            db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|code| code & 0xff == 5)
+        sea_orm::sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// What each caller waiting on a failed batch (of pings, of sign-in reads) is answered: one error
+/// apiece, classified as `From<DbErr>` classifies, with `internal` as the message when the database
+/// is not simply unavailable.
+pub(crate) fn batch_failure(err: &DbErr, internal: &'static str) -> impl Fn() -> CoreError {
+    let unavailable = matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
+    move || {
+        if unavailable {
+            CoreError::Unavailable("the database is unavailable".into())
+        } else {
+            CoreError::internal(internal)
         }
-        _ => false,
     }
 }
 

@@ -176,15 +176,9 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Ping>, stats: std
             }
             Err(error) => {
                 tracing::error!(%error, pings = batch.len(), "cannot count a batch of pings");
-                let unavailable =
-                    matches!(error, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_));
+                let failure = super::batch_failure(&error, "cannot count the ping");
                 for ping in batch.drain(..) {
-                    let failure = if unavailable {
-                        CoreError::Unavailable("the database is unavailable".into())
-                    } else {
-                        CoreError::internal("cannot count the ping")
-                    };
-                    let _ = ping.reply.send(Err(failure));
+                    let _ = ping.reply.send(Err(failure()));
                 }
             }
         }
@@ -216,15 +210,7 @@ async fn write_retrying(
 
 /// PostgreSQL's `deadlock_detected` or `serialization_failure`.
 fn is_deadlock(error: &sea_orm::DbErr) -> bool {
-    let (sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-    | sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) = error
-    else {
-        return false;
-    };
-    match e.as_ref() {
-        sea_orm::sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40P01" | "40001")),
-        _ => false,
-    }
+    matches!(super::database_code(error).as_deref(), Some("40P01" | "40001"))
 }
 
 /// Each user's ping count in the batch, in order of first appearance. A user's row is updated

@@ -72,15 +72,9 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Lookup>) {
             }
             Err(error) => {
                 tracing::error!(%error, lookups = batch.len(), "cannot read a batch of sign-ins");
-                let unavailable =
-                    matches!(error, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_));
+                let failure = super::batch_failure(&error, "cannot read the sign-in");
                 for lookup in batch.drain(..) {
-                    let failure = if unavailable {
-                        CoreError::Unavailable("the database is unavailable".into())
-                    } else {
-                        CoreError::internal("cannot read the sign-in")
-                    };
-                    let _ = lookup.reply.send(Err(failure));
+                    let _ = lookup.reply.send(Err(failure()));
                 }
             }
         }
